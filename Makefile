@@ -1,0 +1,30 @@
+# The two commands of the README. Both create .venv when it is missing and install the project
+# (pvit-pipeline from the root, pvit from model/, both editable).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test bench lint clean
+
+$(STAMP): pyproject.toml model/pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e model -e '.[train,dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/pvit-pipeline build --source procedural --out shards/ --frames 8 --size 64 --label-size 16 --num-samples 640
+	$(BIN)/pvit-pipeline verify shards/procedural
+
+test: $(STAMP)
+	$(BIN)/pytest -q
+
+bench: $(STAMP)
+	$(BIN)/pvit-pipeline bench
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf shards/procedural runs

@@ -1,0 +1,77 @@
+"""The build configuration and its stable hash.
+
+The hash covers every field that changes the bytes of a sample, plus the adapter's name and
+version and the shard format version, so a changed `--size` or a new adapter release produces a
+new hash and the engine regenerates what it affects. Fields that only decide *how* the build runs
+(workers, the Ray address, how many procedural samples exist) stay out of it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+
+FORMAT_VERSION = 1  # bump when the shard layout itself changes
+CODECS = ("npy", "jpeg")
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    """What one `pvit-pipeline build` produces. Validated on construction."""
+
+    frames: int = 16  # frames T per clip
+    size: int = 224  # RGB frames are resized (short side) and centre-cropped to size x size
+    label_size: int = 56  # dense label maps are size label_size x label_size
+    codec: str = "npy"  # video.npy (raw uint8) or per-frame JPEG
+    jpeg_quality: int = 90  # only used by the jpeg codec
+    max_objects: int = 8  # O, the box slots per frame in boxes.npy
+    seed: int = 0  # seeds every random choice an adapter makes (procedural scenes, view sampling)
+    options: tuple[tuple[str, str], ...] = ()  # adapter-specific settings, as sorted (name, value)
+    # Not hashed: they change how the work is scheduled, never a sample's bytes.
+    samples_per_unit: int = field(default=32, compare=False)  # mean samples per work unit (= shard)
+    num_samples: int | None = field(default=None, compare=False)  # procedural: how many clips per split
+
+    def __post_init__(self) -> None:
+        if self.frames < 1:
+            raise ValueError(f"--frames must be at least 1, got {self.frames}")
+        if self.size < 8:
+            raise ValueError(f"--size must be at least 8, got {self.size}")
+        if not 1 <= self.label_size <= self.size:
+            raise ValueError(f"--label-size must be between 1 and --size ({self.size}), got {self.label_size}")
+        if self.codec not in CODECS:
+            raise ValueError(f"--codec must be one of {', '.join(CODECS)}, got {self.codec!r}")
+        if not 1 <= self.jpeg_quality <= 100:
+            raise ValueError(f"--jpeg-quality must be between 1 and 100, got {self.jpeg_quality}")
+        if self.max_objects < 1:
+            raise ValueError(f"--max-objects must be at least 1, got {self.max_objects}")
+        if self.samples_per_unit < 1:
+            raise ValueError(f"--samples-per-shard must be at least 1, got {self.samples_per_unit}")
+        if self.num_samples is not None and self.num_samples < 0:
+            raise ValueError(f"--num-samples must not be negative, got {self.num_samples}")
+
+    def option(self, name: str, default: str | None = None) -> str | None:
+        """The value of adapter option `name` (`--option name=value`), or `default`."""
+        return dict(self.options).get(name, default)
+
+    def hashed_fields(self, adapter: str, adapter_version: str) -> dict:
+        """Everything that decides the output bytes, as a JSON-able dict."""
+        fields = {k: v for k, v in asdict(self).items() if k not in ("samples_per_unit", "num_samples")}
+        fields["options"] = [list(pair) for pair in self.options]
+        return {"format": FORMAT_VERSION, "adapter": adapter, "adapter_version": adapter_version, **fields}
+
+    def stable_hash(self, adapter: str, adapter_version: str) -> str:
+        """A 16-hex-digit hash that is the same on every machine and Python run."""
+        canonical = json.dumps(self.hashed_fields(adapter, adapter_version), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def parse_options(pairs: list[str]) -> tuple[tuple[str, str], ...]:
+    """Turn `["a=1", "b=x"]` into the sorted tuple `BuildConfig.options` holds."""
+    parsed = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise ValueError(f"--option expects NAME=VALUE, got {pair!r}")
+        parsed[name] = value
+    return tuple(sorted(parsed.items()))

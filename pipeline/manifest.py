@@ -1,0 +1,87 @@
+"""`manifest.parquet` (one row per sample, quarantined ones included) and `build.json` (DESIGN §4).
+
+`build.json` is written last, through a rename: it is the commit marker of a build. A source
+directory without it is a build in progress (or an interrupted one), and readers refuse it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.schema import TASKS
+from pipeline.shards import encode_json, write_atomic
+
+BUILD_JSON = "build.json"
+MANIFEST = "manifest.parquet"
+QUARANTINE = "quarantine.jsonl"
+
+MANIFEST_SCHEMA = pa.schema(
+    [
+        ("key", pa.string()),
+        ("source", pa.string()),
+        ("id", pa.string()),
+        ("split", pa.string()),
+        ("shard", pa.string()),  # null for a quarantined sample
+        ("offset", pa.int64()),  # byte offset of the sample's first tar header
+        ("size", pa.int64()),  # bytes from that header to the end of its last member
+        ("mask", pa.int32()),
+        *[(f"has_{task}", pa.bool_()) for task in TASKS],
+        ("label", pa.int64()),
+        ("frames", pa.int32()),
+        ("config_hash", pa.string()),
+        ("fingerprint", pa.string()),  # of the raw inputs the sample came from
+        ("status", pa.string()),  # "ok" or "quarantined"
+        ("reason", pa.string()),  # why it was quarantined; null when ok
+    ]
+)
+
+
+class BuildDirError(Exception):
+    """A source directory is not a finished build; one line saying why."""
+
+
+def manifest_row(**fields: object) -> dict:
+    """A manifest row with every `has_<task>` column filled from `mask`."""
+    mask = int(fields.get("mask") or 0)
+    row = {name: fields.get(name) for name in MANIFEST_SCHEMA.names}
+    row.update({f"has_{task}": bool(mask >> bit & 1) for bit, task in enumerate(TASKS)})
+    return row
+
+
+def write_manifest(path: Path, rows: list[dict]) -> None:
+    table = pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA)
+    tmp = path.with_name(f".{path.name}.tmp")
+    pq.write_table(table, tmp, compression="zstd")
+    tmp.replace(path)
+
+
+def read_manifest(source_dir: Path) -> pa.Table:
+    """The manifest of a finished build."""
+    read_build(source_dir)
+    return pq.read_table(Path(source_dir) / MANIFEST)
+
+
+def write_build(source_dir: Path, build: dict) -> None:
+    write_atomic(Path(source_dir) / BUILD_JSON, json.dumps(build, indent=2, sort_keys=True).encode() + b"\n")
+
+
+def read_build(source_dir: Path | str) -> dict:
+    """`build.json` of a finished build; `BuildDirError` when there is none."""
+    path = Path(source_dir) / BUILD_JSON
+    if not Path(source_dir).is_dir():
+        raise BuildDirError(f"{source_dir}: no such directory")
+    if not path.is_file():
+        raise BuildDirError(f"{source_dir}: no {BUILD_JSON} (not a build directory, or its build is unfinished)")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise BuildDirError(f"{path}: unreadable ({error})") from None
+
+
+def write_quarantine(source_dir: Path, rows: list[dict]) -> None:
+    lines = [encode_json({k: row[k] for k in ("split", "id", "reason", "fingerprint")}) for row in rows]
+    write_atomic(Path(source_dir) / QUARANTINE, b"".join(line + b"\n" for line in lines))

@@ -1,0 +1,152 @@
+"""Encoding samples into tar members, writing shards atomically, and reading members back.
+
+Same inputs and config give byte-identical shards: members are encoded here (not by
+webdataset's default encoders), JSON is written with sorted keys, and every tar header carries
+the same fixed mtime. A shard is written under a temporary name and renamed into place, so a
+reader never sees a partial tar.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tarfile
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import webdataset as wds
+from PIL import Image
+
+from pipeline.schema import META_JSON, VIDEO_NPY, frame_member
+
+TAR_MTIME = 1_600_000_000  # fixed header mtime: shard bytes must not depend on when they were built
+
+
+def encode_npy(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
+    return buffer.getvalue()
+
+
+def decode_npy(data: bytes) -> np.ndarray:
+    return np.load(io.BytesIO(data), allow_pickle=False)
+
+
+def encode_jpeg(frame: np.ndarray, quality: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(frame).save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+def encode_json(value: dict) -> bytes:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
+
+
+def encode_members(
+    meta: dict, video: np.ndarray, labels: dict[str, np.ndarray], codec: str, jpeg_quality: int
+) -> dict[str, bytes]:
+    """All members of one sample, by member name (without the key)."""
+    members = {META_JSON: encode_json(meta)}
+    if codec == "npy":
+        members[VIDEO_NPY] = encode_npy(video)
+    else:
+        for t, frame in enumerate(video):
+            members[frame_member(t)] = encode_jpeg(frame, jpeg_quality)
+    for name in sorted(labels):
+        members[name] = encode_npy(labels[name])
+    return members
+
+
+def decode_video(members: dict[str, bytes]) -> np.ndarray:
+    """The clip `[T,H,W,3]` uint8 of a sample, whichever codec wrote it."""
+    if VIDEO_NPY in members:
+        return decode_npy(members[VIDEO_NPY])
+    frames = sorted(name for name in members if name.startswith("video.") and name.endswith(".jpg"))
+    if not frames:
+        raise ValueError("sample has no video member")
+    return np.stack([np.asarray(Image.open(io.BytesIO(members[name])).convert("RGB")) for name in frames])
+
+
+@dataclass(frozen=True)
+class ShardEntry:
+    """Where one sample sits in its shard: the first header's offset and the span to its end."""
+
+    key: str
+    offset: int
+    size: int
+
+
+def write_shard(path: Path, samples: Iterable[tuple[str, dict[str, bytes]]]) -> list[ShardEntry]:
+    """Write `(key, members)` pairs to the tar `path` atomically; return each sample's byte span."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with open(tmp, "wb") as stream:
+            writer = wds.TarWriter(stream, encoder=False, mtime=TAR_MTIME)
+            for key, members in samples:
+                writer.write({"__key__": key, **members})
+            writer.close()
+            stream.flush()
+            os.fsync(stream.fileno())
+        entries = index_shard(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return entries
+
+
+def index_shard(path: Path) -> list[ShardEntry]:
+    """Scan a tar's headers (no data read) and return the byte span of each sample, in order."""
+    spans: dict[str, list[int]] = {}
+    with tarfile.open(path, "r:") as tar:
+        for member in tar:
+            key = member.name.split(".", 1)[0]
+            end = member.offset_data + -(-member.size // 512) * 512
+            if key in spans:
+                spans[key][1] = end
+            else:
+                spans[key] = [member.offset, end]
+    return [ShardEntry(key, start, end - start) for key, (start, end) in spans.items()]
+
+
+def read_shard(path: Path) -> Iterator[tuple[str, dict[str, bytes]]]:
+    """Yield `(key, {member name: bytes})` for every sample of a shard, in order."""
+    key, members = None, {}
+    with tarfile.open(path, "r:") as tar:
+        for member in tar:
+            if not member.isfile():
+                continue
+            member_key, _, name = member.name.partition(".")
+            if member_key != key and key is not None:
+                yield key, members
+                members = {}
+            key = member_key
+            members[name] = tar.extractfile(member).read()
+    if key is not None:
+        yield key, members
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write `data` to `path` through a temporary file and a rename."""
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with open(tmp, "wb") as stream:
+            stream.write(data)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
