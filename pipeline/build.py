@@ -33,7 +33,13 @@ import numpy as np
 
 from pipeline import __version__, parallel
 from pipeline.config import BuildConfig
-from pipeline.geometry import centre_square, crop_and_resize_frames, crop_and_resize_map, crop_boxes, pad_box_slots
+from pipeline.geometry import (
+    centre_square,
+    crop_and_resize_frames,
+    crop_and_resize_map,
+    crop_boxes,
+    pad_box_slots,
+)
 from pipeline.manifest import (
     BUILD_JSON,
     MANIFEST,
@@ -43,7 +49,15 @@ from pipeline.manifest import (
     write_manifest,
     write_quarantine,
 )
-from pipeline.schema import MEMBER_SPECS, LABEL_MEMBERS, SampleError, mask_of, sample_key, tasks_of, validate_sample
+from pipeline.schema import (
+    LABEL_MEMBERS,
+    MEMBER_SPECS,
+    SampleError,
+    mask_of,
+    sample_key,
+    tasks_of,
+    validate_sample,
+)
 from pipeline.shards import encode_members, file_sha256, write_atomic, write_shard
 from pipeline.sources import Item, Quarantine, Sample, Source, SourceError, get_source
 
@@ -128,7 +142,9 @@ def fit_geometry(sample: Sample, config: BuildConfig) -> tuple[np.ndarray, dict[
     if video.shape[0] != config.frames:
         raise SampleError(f"video has {video.shape[0]} frames, expected {config.frames}")
     window = centre_square(*video.shape[1:3])
-    labels = {name: _as_member_dtype(name, array) for name, array in sample.labels.items() if name in MEMBER_SPECS}
+    labels = {
+        name: _as_member_dtype(name, array) for name, array in sample.labels.items() if name in MEMBER_SPECS
+    }
     unknown = sorted(set(sample.labels) - set(MEMBER_SPECS))
     if unknown:
         raise SampleError(f"unknown label member(s) {', '.join(unknown)}")
@@ -221,23 +237,39 @@ def build_unit(job: UnitJob) -> UnitResult:
     rows, members = [], []
     for item in job.unit.items:
         key = sample_key(job.source, item.id)
-        base = {"key": key, "source": job.source, "id": item.id, "split": item.split,
-                "config_hash": job.config_hash, "fingerprint": item.fingerprint}  # fmt: skip
+        base = {
+            "key": key,
+            "source": job.source,
+            "id": item.id,
+            "split": item.split,
+            "config_hash": job.config_hash,
+            "fingerprint": item.fingerprint,
+        }
         try:
             meta, video, labels = finalize(adapter.load(item), item, job.source, job.config, job.config_hash)
         except Exception as error:  # noqa: BLE001 - any failure of one input quarantines that input only
             rows.append(manifest_row(**base, status="quarantined", reason=_one_line(error), mask=0))
             continue
         members.append((key, encode_members(meta, video, labels, job.config.codec, job.config.jpeg_quality)))
-        rows.append(manifest_row(**base, status="ok", mask=meta["mask"], label=meta["label"], frames=len(video)))
-    part = {"fingerprint": job.unit.fingerprint, "config_hash": job.config_hash, "split": job.unit.split,
-            "shard": None, "sha256": None, "bytes": 0}  # fmt: skip
+        rows.append(
+            manifest_row(**base, status="ok", mask=meta["mask"], label=meta["label"], frames=len(video))
+        )
+    part = {
+        "fingerprint": job.unit.fingerprint,
+        "config_hash": job.config_hash,
+        "split": job.unit.split,
+        "shard": None,
+        "sha256": None,
+        "bytes": 0,
+    }
     if members:
         shard_path = out_dir / job.unit.shard
         entries = {entry.key: entry for entry in write_shard(shard_path, members)}
         for row in rows:
             if row["status"] == "ok":
-                row.update(shard=job.unit.shard, offset=entries[row["key"]].offset, size=entries[row["key"]].size)
+                row.update(
+                    shard=job.unit.shard, offset=entries[row["key"]].offset, size=entries[row["key"]].size
+                )
         part.update(shard=job.unit.shard, sha256=file_sha256(shard_path), bytes=shard_path.stat().st_size)
     part["rows"] = rows
     write_atomic(out_dir / PARTS / f"{job.unit.shard}.json", json.dumps(part).encode())
@@ -258,7 +290,9 @@ def load_parts(out_dir: Path, config_hash: str) -> dict[str, dict]:
         if part.get("config_hash") != config_hash:
             continue
         shard_path = out_dir / path.name[: -len(".json")]
-        if part["shard"] is not None and (not shard_path.is_file() or shard_path.stat().st_size != part["bytes"]):
+        if part["shard"] is not None and (
+            not shard_path.is_file() or shard_path.stat().st_size != part["bytes"]
+        ):
             continue
         parts[path.name[: -len(".json")]] = part
     return parts
@@ -316,9 +350,14 @@ def drop_other_configs(out_dir: Path, config_hash: str) -> int:
     for path in out_dir.glob("*.tar"):  # shards without a part: an interrupted unit or an old layout
         if not (out_dir / PARTS / f"{path.name}.json").is_file():
             path.unlink()
-    for path in out_dir.glob(".*.tmp"):
-        path.unlink(missing_ok=True)
+    remove_temporaries(out_dir)
     return removed
+
+
+def remove_temporaries(out_dir: Path) -> None:
+    """Temporary files of writes that a killed build never renamed into place."""
+    for path in [*out_dir.glob(".*.tmp"), *(out_dir / PARTS).glob(".*.tmp")]:
+        path.unlink(missing_ok=True)
 
 
 # ----------------------------------------------------------------------------- the build
@@ -368,8 +407,11 @@ def build_source(
     config_hash = config.stable_hash(adapter_class.name, adapter_class.version)
     out_dir = Path(out) / source
     splits = list(splits or adapter_class.splits)
-    units = [unit for split in splits for unit in plan_units(list_items(adapter, split), split, config_hash,
-                                                               config.samples_per_unit)]  # fmt: skip
+    units = [
+        unit
+        for split in splits
+        for unit in plan_units(list_items(adapter, split), split, config_hash, config.samples_per_unit)
+    ]
     report = BuildReport(source, out_dir, config_hash, units_total=len(units))
     (out_dir / PARTS).mkdir(parents=True, exist_ok=True)
     previous = _previous_hash(out_dir)
@@ -386,13 +428,16 @@ def build_source(
         report.samples = sum(part["shard"] is not None and len(part["rows"]) for part in parts.values())
         return _finish(report, parts, started, write=False)
     (out_dir / BUILD_JSON).unlink(missing_ok=True)  # un-commit: readers must not see the change happening
+    remove_temporaries(out_dir)
     for name in stale:
         remove_shard(out_dir, name)
         parts.pop(name)
     _run_units(todo, source, root, config, config_hash, out_dir, workers, ray_address, progress)
     report.units_built = len(todo)
     parts = load_parts(out_dir, config_hash)
-    missing = [unit.shard for unit in units if parts.get(unit.shard, {}).get("fingerprint") != unit.fingerprint]
+    missing = [
+        unit.shard for unit in units if parts.get(unit.shard, {}).get("fingerprint") != unit.fingerprint
+    ]
     if missing:
         raise RuntimeError(f"{len(missing)} unit(s) did not finish, e.g. {missing[0]}; run the build again")
     report = _finish(report, parts, started, write=True, config=config, adapter_class=adapter_class)
@@ -423,16 +468,30 @@ def _build_covers(out_dir: Path, parts: dict[str, dict]) -> bool:
 
 
 def _run_units(
-    todo: list[Unit], source: str, root: Path | None, config: BuildConfig, config_hash: str, out_dir: Path,
-    workers: int, ray_address: str | None, progress: bool,
-) -> None:  # fmt: skip
-    jobs = [UnitJob(source, str(root) if root else None, config, config_hash, str(out_dir), unit) for unit in todo]
+    todo: list[Unit],
+    source: str,
+    root: Path | None,
+    config: BuildConfig,
+    config_hash: str,
+    out_dir: Path,
+    workers: int,
+    ray_address: str | None,
+    progress: bool,
+) -> None:
+    jobs = [
+        UnitJob(source, str(root) if root else None, config, config_hash, str(out_dir), unit) for unit in todo
+    ]
     bar = None
     if progress and jobs:
         from tqdm import tqdm
 
-        bar = tqdm(total=sum(len(unit.items) for unit in todo), unit="clip", desc=f"build {source}",
-                   dynamic_ncols=True, file=sys.stderr)  # fmt: skip
+        bar = tqdm(
+            total=sum(len(unit.items) for unit in todo),
+            unit="clip",
+            desc=f"build {source}",
+            dynamic_ncols=True,
+            file=sys.stderr,
+        )
 
     def on_result(result: UnitResult) -> None:
         if bar is not None:
@@ -446,7 +505,9 @@ def _run_units(
             bar.close()
 
 
-def _finish(report: BuildReport, parts: dict[str, dict], started: float, write: bool, **build_info) -> BuildReport:
+def _finish(
+    report: BuildReport, parts: dict[str, dict], started: float, write: bool, **build_info
+) -> BuildReport:
     ordered = [parts[name] for name in sorted(parts)]
     rows = [row for part in ordered for row in part["rows"]]
     report.samples = sum(row["status"] == "ok" for row in rows)
@@ -460,8 +521,9 @@ def _finish(report: BuildReport, parts: dict[str, dict], started: float, write: 
     return report
 
 
-def _build_json(report: BuildReport, parts: list[dict], rows: list[dict], config: BuildConfig,
-                adapter_class: type[Source]) -> dict:  # fmt: skip
+def _build_json(
+    report: BuildReport, parts: list[dict], rows: list[dict], config: BuildConfig, adapter_class: type[Source]
+) -> dict:
     import pyarrow
     import webdataset
 
@@ -479,12 +541,36 @@ def _build_json(report: BuildReport, parts: list[dict], rows: list[dict], config
         "config": config.hashed_fields(adapter_class.name, adapter_class.version),
         "config_hash": report.config_hash,
         "tasks": list(adapter_class.tasks),
-        "versions": {"pvit-pipeline": __version__, "adapter": adapter_class.version, "python": platform.python_version(),
-                     "numpy": np.__version__, "pyarrow": pyarrow.__version__, "webdataset": webdataset.__version__},
-        "counts": {"samples": len(ok), "quarantined": len(rows) - len(ok),
-                   "splits": {split: {**c, "tasks": dict(sorted(c["tasks"].items()))} for split, c in per_split.items()}},
-        "shards": [{"name": p["shard"], "split": p["split"], "samples": sum(r["status"] == "ok" for r in p["rows"]),
-                    "bytes": p["bytes"], "sha256": p["sha256"]} for p in parts if p["shard"] is not None],
-        "timings": {"finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "seconds": round(report.seconds, 3),
-                    "units_built": report.units_built, "units_reused": report.units_reused},
-    }  # fmt: skip
+        "versions": {
+            "pvit-pipeline": __version__,
+            "adapter": adapter_class.version,
+            "python": platform.python_version(),
+            "numpy": np.__version__,
+            "pyarrow": pyarrow.__version__,
+            "webdataset": webdataset.__version__,
+        },
+        "counts": {
+            "samples": len(ok),
+            "quarantined": len(rows) - len(ok),
+            "splits": {
+                split: {**c, "tasks": dict(sorted(c["tasks"].items()))} for split, c in per_split.items()
+            },
+        },
+        "shards": [
+            {
+                "name": p["shard"],
+                "split": p["split"],
+                "samples": sum(r["status"] == "ok" for r in p["rows"]),
+                "bytes": p["bytes"],
+                "sha256": p["sha256"],
+            }
+            for p in parts
+            if p["shard"] is not None
+        ],
+        "timings": {
+            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "seconds": round(report.seconds, 3),
+            "units_built": report.units_built,
+            "units_reused": report.units_reused,
+        },
+    }

@@ -18,10 +18,13 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from pipeline.config import BuildConfig, parse_options
 from pipeline.manifest import QUARANTINE, BuildDirError, read_build
+
+if TYPE_CHECKING:
+    from pipeline.build import BuildReport
 
 PROG = "pvit-pipeline"
 USAGE_ERROR = 2
@@ -61,19 +64,27 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--codec", default="npy", help="video codec: npy (raw) or jpeg (default npy)")
     build.add_argument("--jpeg-quality", type=_positive_int, default=90, help="JPEG quality (default 90)")
     build.add_argument("--max-objects", type=_positive_int, default=8, help="box slots per frame (default 8)")
-    build.add_argument("--seed", type=_positive_int, default=0, help="seed of every random choice (default 0)")
+    build.add_argument(
+        "--seed", type=_positive_int, default=0, help="seed of every random choice (default 0)"
+    )
     build.add_argument("--num-samples", type=_positive_int, help="procedural: training clips to render")
     build.add_argument("--samples-per-shard", type=_positive_int, default=32, help="mean samples per shard")
     build.add_argument("--option", action="append", default=[], metavar="NAME=VALUE", help="adapter option")
-    build.add_argument("--workers", type=_positive_int, default=os.cpu_count() or 1,
-                       help="local Ray workers (default: one per CPU); 0 = serial, in-process")
+    build.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=os.cpu_count() or 1,
+        help="local Ray workers (default: one per CPU); 0 = serial, in-process",
+    )
     build.add_argument("--ray-address", help="join a running Ray cluster (e.g. auto)")
     build.add_argument("--quiet", action="store_true", help="no progress bar")
 
     commands.add_parser("sources", help="list the source adapters and the tasks each provides")
     info = commands.add_parser("info", help="counts per split and task, config, quarantine")
     info.add_argument("dir", type=Path)
-    verify = commands.add_parser("verify", help="re-hash shards, check every sample against schema and manifest")
+    verify = commands.add_parser(
+        "verify", help="re-hash shards, check every sample against schema and manifest"
+    )
     verify.add_argument("dir", type=Path)
     bench = commands.add_parser("bench", help="procedural build throughput and shard read throughput")
     bench.add_argument("--num-samples", type=_positive_int, default=48)
@@ -86,8 +97,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code."""
     try:
         args = build_parser().parse_args(argv)
-        return {"build": cmd_build, "sources": cmd_sources, "info": cmd_info, "verify": cmd_verify,
-                "bench": cmd_bench}[args.command](args)  # fmt: skip
+        return {
+            "build": cmd_build,
+            "sources": cmd_sources,
+            "info": cmd_info,
+            "verify": cmd_verify,
+            "bench": cmd_bench,
+        }[args.command](args)
     except (UsageError, BuildDirError) as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return USAGE_ERROR
@@ -102,37 +118,58 @@ def cmd_build(args: argparse.Namespace) -> int:
 
     try:
         config = BuildConfig(
-            frames=args.frames, size=args.size, label_size=args.label_size, codec=args.codec,
-            jpeg_quality=args.jpeg_quality, max_objects=args.max_objects, seed=args.seed,
-            options=parse_options(args.option), samples_per_unit=args.samples_per_shard,
+            frames=args.frames,
+            size=args.size,
+            label_size=args.label_size,
+            codec=args.codec,
+            jpeg_quality=args.jpeg_quality,
+            max_objects=args.max_objects,
+            seed=args.seed,
+            options=parse_options(args.option),
+            samples_per_unit=args.samples_per_shard,
             num_samples=args.num_samples,
-        )  # fmt: skip
-        report = build_source(args.source, args.out, config, root=args.root, splits=args.split,
-                              workers=args.workers, ray_address=args.ray_address, progress=not args.quiet)  # fmt: skip
+        )
+        report = build_source(
+            args.source,
+            args.out,
+            config,
+            root=args.root,
+            splits=args.split,
+            workers=args.workers,
+            ray_address=args.ray_address,
+            progress=not args.quiet,
+        )
     except (ValueError, SourceError) as error:
         raise UsageError(str(error).splitlines()[0]) from None
     print(summarise(report))
     return 0
 
 
-def summarise(report) -> str:  # noqa: ANN001 - BuildReport, imported lazily
+def summarise(report: BuildReport) -> str:
     """The end-of-build summary: what was done, how fast, and where the quarantine is."""
     where = report.out_dir
     if report.up_to_date:
-        return f"{report.source}: up to date, nothing to do ({report.samples} samples in {where}, config {report.config_hash})"
+        return (
+            f"{report.source}: up to date, nothing to do "
+            f"({report.samples} samples in {where}, config {report.config_hash})"
+        )
     lines = []
     if report.config_changed:
-        lines.append(f"{report.source}: config changed -> regenerated; removed {report.shards_removed} old shard(s)")
+        lines.append(
+            f"{report.source}: config changed -> regenerated; removed {report.shards_removed} old shard(s)"
+        )
     rate = report.samples / report.seconds if report.seconds else 0.0
     lines.append(
         f"{report.source}: {report.samples} samples in {report.units_total} shard(s) at {where} "
-        f"(built {report.units_built}, reused {report.units_reused}; {report.seconds:.1f}s, {rate:.1f} clips/s overall; "
-        f"config {report.config_hash})"
+        f"(built {report.units_built}, reused {report.units_reused}; "
+        f"{report.seconds:.1f}s, {rate:.1f} clips/s overall; config {report.config_hash})"
     )
     if report.quarantined:
         split, item_id, reason = report.quarantined[0]
-        lines.append(f"{len(report.quarantined)} input(s) quarantined, listed in {where / QUARANTINE} "
-                     f"(e.g. {split}/{item_id}: {reason})")  # fmt: skip
+        lines.append(
+            f"{len(report.quarantined)} input(s) quarantined, listed in {where / QUARANTINE} "
+            f"(e.g. {split}/{item_id}: {reason})"
+        )
     else:
         lines.append("0 inputs quarantined")
     return "\n".join(lines)
@@ -151,13 +188,16 @@ def cmd_sources(args: argparse.Namespace) -> int:
 def cmd_info(args: argparse.Namespace) -> int:
     build = read_build(args.dir)
     counts = build["counts"]
-    print(f"{build['source']} at {args.dir}: {counts['samples']} samples, {len(build['shards'])} shards, "
-          f"{sum(s['bytes'] for s in build['shards']) / 1e6:.1f} MB, config {build['config_hash']}")  # fmt: skip
+    print(
+        f"{build['source']} at {args.dir}: {counts['samples']} samples, {len(build['shards'])} shards, "
+        f"{sum(s['bytes'] for s in build['shards']) / 1e6:.1f} MB, config {build['config_hash']}"
+    )
     config = {k: v for k, v in build["config"].items() if k not in ("format",)}
     print("config: " + ", ".join(f"{k}={v}" for k, v in config.items()))
     for split, split_counts in sorted(counts["splits"].items()):
         tasks = ", ".join(f"{task} {n}" for task, n in split_counts["tasks"].items())
-        print(f"  {split}: {split_counts['samples']} samples ({tasks}); {split_counts['quarantined']} quarantined")
+        quarantined = split_counts["quarantined"]
+        print(f"  {split}: {split_counts['samples']} samples ({tasks}); {quarantined} quarantined")
     if counts["quarantined"]:
         print(f"quarantined: {counts['quarantined']} (reasons in {Path(args.dir) / QUARANTINE})")
     return 0

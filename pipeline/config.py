@@ -38,7 +38,9 @@ class BuildConfig:
         if self.size < 8:
             raise ValueError(f"--size must be at least 8, got {self.size}")
         if not 1 <= self.label_size <= self.size:
-            raise ValueError(f"--label-size must be between 1 and --size ({self.size}), got {self.label_size}")
+            raise ValueError(
+                f"--label-size must be between 1 and --size ({self.size}), got {self.label_size}"
+            )
         if self.codec not in CODECS:
             raise ValueError(f"--codec must be one of {', '.join(CODECS)}, got {self.codec!r}")
         if not 1 <= self.jpeg_quality <= 100:
@@ -62,7 +64,9 @@ class BuildConfig:
 
     def stable_hash(self, adapter: str, adapter_version: str) -> str:
         """A 16-hex-digit hash that is the same on every machine and Python run."""
-        canonical = json.dumps(self.hashed_fields(adapter, adapter_version), sort_keys=True, separators=(",", ":"))
+        canonical = json.dumps(
+            self.hashed_fields(adapter, adapter_version), sort_keys=True, separators=(",", ":")
+        )
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 

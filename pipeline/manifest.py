@@ -75,7 +75,9 @@ def read_build(source_dir: Path | str) -> dict:
     if not Path(source_dir).is_dir():
         raise BuildDirError(f"{source_dir}: no such directory")
     if not path.is_file():
-        raise BuildDirError(f"{source_dir}: no {BUILD_JSON} (not a build directory, or its build is unfinished)")
+        raise BuildDirError(
+            f"{source_dir}: no {BUILD_JSON} (not a build directory, or its build is unfinished)"
+        )
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as error:

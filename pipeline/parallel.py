@@ -36,7 +36,11 @@ def run(
 
 
 def _run_on_ray(
-    fn: Callable[[T], R], tasks: Sequence[T], on_result: Callable[[R], Any], workers: int, ray_address: str | None
+    fn: Callable[[T], R],
+    tasks: Sequence[T],
+    on_result: Callable[[R], Any],
+    workers: int,
+    ray_address: str | None,
 ) -> None:
     import ray
 
@@ -45,7 +49,9 @@ def _run_on_ray(
         if ray_address is not None:
             ray.init(address=ray_address, logging_level=logging.ERROR, log_to_driver=True)
         else:
-            ray.init(num_cpus=workers, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=True)
+            ray.init(
+                num_cpus=workers, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=True
+            )
     try:
         remote = ray.remote(num_cpus=1, max_retries=MAX_RETRIES)(fn)
         capacity = max(1, int(ray.cluster_resources().get("CPU", workers or 1))) * INFLIGHT_PER_WORKER

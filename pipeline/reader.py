@@ -62,13 +62,17 @@ def verify(source_dir: Path | str) -> list[str]:
     return problems
 
 
-def _verify_shard(path: Path, shard: dict, rows: dict[str, dict], config_hash: str, seen: set[str]) -> list[str]:
+def _verify_shard(
+    path: Path, shard: dict, rows: dict[str, dict], config_hash: str, seen: set[str]
+) -> list[str]:
     problems, count = [], 0
     try:
         for key, members in read_shard(path):
             count += 1
             seen.add(key)
-            problems.extend(f"{shard['name']}: {key}: {p}" for p in _verify_sample(key, members, rows, config_hash))
+            problems.extend(
+                f"{shard['name']}: {key}: {p}" for p in _verify_sample(key, members, rows, config_hash)
+            )
     except Exception as error:  # noqa: BLE001 - a corrupt tar is a finding, not a crash
         problems.append(f"{shard['name']}: unreadable tar ({error})")
     if count != shard["samples"]:

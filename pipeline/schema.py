@@ -71,23 +71,38 @@ TASK_MEMBERS: dict[str, tuple[MemberSpec, ...]] = {
     "action": (),
     "depth": (MemberSpec("depth.npy", "float16", ("T", "h", "w"), "planar depth in metres; NaN = invalid"),),
     "normal": (
-        MemberSpec("normal.npy", "float16", ("T", "h", "w", 3), "unit normal, OpenCV camera frame; NaN = invalid"),
+        MemberSpec(
+            "normal.npy", "float16", ("T", "h", "w", 3), "unit normal, OpenCV camera frame; NaN = invalid"
+        ),
     ),
     "segm": (
         MemberSpec("segm.npy", "uint16", ("T", "h", "w"), "unified segmentation class id; 65535 = ignore"),
     ),
     "pose3d": (
-        MemberSpec("pose3d.npy", "float32", ("T", NUM_JOINTS, 3), "Kinect V2 joints, metres, camera frame; NaN row = missing"),
+        MemberSpec(
+            "pose3d.npy",
+            "float32",
+            ("T", NUM_JOINTS, 3),
+            "Kinect V2 joints, metres, camera frame; NaN row = missing",
+        ),
     ),
     "boxes": (
         MemberSpec("boxes.npy", "float32", ("T", "O", 4), "xyxy normalised to [0, 1]; NaN row = empty slot"),
         MemberSpec("boxes_cls.npy", "int16", ("T", "O"), "box class id; -1 = empty slot"),
     ),
     "oscc": (),
-    "pnr": (MemberSpec("pnr.npy", "float32", ("T",), "per-frame point-of-no-return target (one-hot; zeros = no PNR)"),),
+    "pnr": (
+        MemberSpec(
+            "pnr.npy", "float32", ("T",), "per-frame point-of-no-return target (one-hot; zeros = no PNR)"
+        ),
+    ),
     "ava": (
-        MemberSpec("ava_boxes.npy", "float32", ("P", 4), "person boxes on the keyframe, xyxy normalised to [0, 1]"),
-        MemberSpec("ava_labels.npy", "uint8", ("P", NUM_AVA_CLASSES), "multi-hot actions over the 60-class subset"),
+        MemberSpec(
+            "ava_boxes.npy", "float32", ("P", 4), "person boxes on the keyframe, xyxy normalised to [0, 1]"
+        ),
+        MemberSpec(
+            "ava_labels.npy", "uint8", ("P", NUM_AVA_CLASSES), "multi-hot actions over the 60-class subset"
+        ),
     ),
 }
 # Tasks whose label is a meta.json field: task -> field name.
@@ -96,7 +111,8 @@ TASK_META_FIELDS: dict[str, str] = {"action": "label", "oscc": "oscc"}
 VIDEO_NPY = "video.npy"
 META_JSON = "meta.json"
 REQUIRED_META = (
-    "source", "id", "split", "mask", "tasks", "label", "label_name", "fps", "frame_indices", "orig_hw", "config_hash",
+    "source", "id", "split", "mask", "tasks", "label", "label_name",
+    "fps", "frame_indices", "orig_hw", "config_hash",
 )  # fmt: skip
 LABEL_MEMBERS: dict[str, str] = {spec.name: task for task, specs in TASK_MEMBERS.items() for spec in specs}
 MEMBER_SPECS: dict[str, MemberSpec] = {spec.name: spec for specs in TASK_MEMBERS.values() for spec in specs}
@@ -150,9 +166,8 @@ def _check_array(name: str, array: np.ndarray, dims: dict[str, int]) -> None:
 
 
 def _check_values(name: str, array: np.ndarray) -> None:
-    if name in ("depth.npy", "normal.npy", "pose3d.npy", "boxes.npy", "pnr.npy", "ava_boxes.npy"):
-        if np.isinf(array).any():
-            raise SampleError(f"{name}: contains inf")
+    if array.dtype.kind == "f" and np.isinf(array).any():
+        raise SampleError(f"{name}: contains inf")
     if name == "depth.npy" and (array[~np.isnan(array)] < 0).any():
         raise SampleError("depth.npy: negative depth")
     if name in ("boxes.npy", "ava_boxes.npy"):
@@ -188,7 +203,9 @@ def validate_sample(meta: Mapping, arrays: Mapping[str, np.ndarray], video_shape
         wanted = {spec.name for spec in TASK_MEMBERS[task]}
         have = wanted & set(arrays)
         if task in present and have != wanted:
-            raise SampleError(f"mask says {task} but member(s) {', '.join(sorted(wanted - have))} are missing")
+            raise SampleError(
+                f"mask says {task} but member(s) {', '.join(sorted(wanted - have))} are missing"
+            )
         if task not in present and have:
             raise SampleError(f"member(s) {', '.join(sorted(have))} present but the mask lacks {task}")
         field = TASK_META_FIELDS.get(task)
@@ -196,7 +213,9 @@ def validate_sample(meta: Mapping, arrays: Mapping[str, np.ndarray], video_shape
             raise SampleError(f"meta.json {field}={meta.get(field)!r} disagrees with the mask bit of {task}")
     dims = {"T": video_shape[0]}
     if len(meta["frame_indices"]) != video_shape[0]:
-        raise SampleError(f"frame_indices has {len(meta['frame_indices'])} entries for {video_shape[0]} frames")
+        raise SampleError(
+            f"frame_indices has {len(meta['frame_indices'])} entries for {video_shape[0]} frames"
+        )
     for name in sorted(arrays):
         _check_array(name, arrays[name], dims)
         _check_values(name, arrays[name])

@@ -35,7 +35,8 @@ RENDERER_VERSION = "1"
 
 # Bones of the stick figure, as pairs of Kinect V2 joint names.
 BONES: tuple[tuple[str, str], ...] = (
-    ("spine_base", "spine_mid"), ("spine_mid", "spine_shoulder"), ("spine_shoulder", "neck"), ("neck", "head"),
+    ("spine_base", "spine_mid"), ("spine_mid", "spine_shoulder"), ("spine_shoulder", "neck"),
+    ("neck", "head"),
     ("spine_shoulder", "shoulder_left"), ("shoulder_left", "elbow_left"), ("elbow_left", "wrist_left"),
     ("wrist_left", "hand_left"), ("spine_shoulder", "shoulder_right"), ("shoulder_right", "elbow_right"),
     ("elbow_right", "wrist_right"), ("wrist_right", "hand_right"), ("spine_base", "hip_left"),
@@ -159,13 +160,20 @@ class Clip:
             "facing": rng.uniform(0, 2 * np.pi),
             "person_colour": rng.uniform(0.3, 0.9, 3),
             "spheres": [
-                (np.array([rng.uniform(-1.8, 1.8), 0.0, rng.uniform(-1.8, 1.8)]), rng.uniform(0.2, 0.4),
-                 rng.uniform(0.2, 1.0, 3))
+                (
+                    np.array([rng.uniform(-1.8, 1.8), 0.0, rng.uniform(-1.8, 1.8)]),
+                    rng.uniform(0.2, 0.4),
+                    rng.uniform(0.2, 1.0, 3),
+                )
                 for _ in range(rng.integers(1, 3))
             ],
             "boxes": [
-                (np.array([rng.uniform(-1.8, 1.8), 0.0, rng.uniform(-1.8, 1.8)]), rng.uniform(0.15, 0.35, 3),
-                 rng.uniform(0, np.pi), rng.uniform(0.2, 1.0, 3))
+                (
+                    np.array([rng.uniform(-1.8, 1.8), 0.0, rng.uniform(-1.8, 1.8)]),
+                    rng.uniform(0.15, 0.35, 3),
+                    rng.uniform(0, np.pi),
+                    rng.uniform(0.2, 1.0, 3),
+                )
                 for _ in range(rng.integers(1, 3))
             ],
             "mover": int(rng.integers(0, 2)),  # 0: the first sphere moves, 1: the first box
@@ -175,7 +183,9 @@ class Clip:
     def scene_at(self, layout: dict, t: float) -> tuple[Camera, list[Sphere | Box], np.ndarray]:
         """Camera, primitives and person joints (world) at time t."""
         azimuth = layout["azimuth"] + {6: -0.6 * t, 7: 0.6 * t}.get(self.action, 0.0)
-        eye = np.array([np.sin(azimuth) * layout["distance"], layout["height"], np.cos(azimuth) * layout["distance"]])
+        eye = np.array(
+            [np.sin(azimuth) * layout["distance"], layout["height"], np.cos(azimuth) * layout["distance"]]
+        )
         camera = Camera.looking_at(eye, np.array([0.0, 0.7, 0.0]))
         right = camera.rotation[0] * np.array([1.0, 0.0, 1.0])
         ahead = camera.rotation[2] * np.array([1.0, 0.0, 1.0])
@@ -204,7 +214,10 @@ class Clip:
             primitives.append(Box(base + [0, half[1], 0] + moved, half, yaw, colour, BOX, instance))
             instance += 1
         joints = skeleton(
-            layout["person"], layout["facing"], arms=t if self.action == 8 else 0.0, squat=t if self.action == 9 else 0.0
+            layout["person"],
+            layout["facing"],
+            arms=t if self.action == 8 else 0.0,
+            squat=t if self.action == 9 else 0.0,
         )
         primitives.extend(figure_spheres(joints, layout["person_colour"], instance=0))
         return camera, primitives, joints
@@ -352,7 +365,9 @@ def instance_boxes(frame: Frame, classes_of: dict[int, int]) -> tuple[np.ndarray
     for instance in sorted(classes_of):
         rows, cols = np.nonzero(frame.instance == instance)
         if rows.size:
-            boxes.append([cols.min() / size, rows.min() / size, (cols.max() + 1) / size, (rows.max() + 1) / size])
+            boxes.append(
+                [cols.min() / size, rows.min() / size, (cols.max() + 1) / size, (rows.max() + 1) / size]
+            )
             classes.append(classes_of[instance])
     return np.array(boxes, dtype=np.float32).reshape(-1, 4), np.array(classes, dtype=np.int16)
 
@@ -420,7 +435,11 @@ class ProceduralSource(Source):
 
     def items(self, split: str) -> Iterator[Item]:
         for index in range(self.split_size(split)):
-            seed = int(np.random.SeedSequence([self.config.seed, self.splits.index(split), index]).generate_state(1)[0])
+            seed = int(
+                np.random.SeedSequence([self.config.seed, self.splits.index(split), index]).generate_state(1)[
+                    0
+                ]
+            )
             action = index % len(ACTIONS)
             yield Item(
                 id=f"{split}-{index:06d}",

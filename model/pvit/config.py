@@ -1,0 +1,121 @@
+"""Model configuration: one dataclass plus named presets (``PRESETS``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from .tasks import DENSE_TASKS, SYNTHETIC_TASKS
+
+MODES: tuple[str, ...] = ("pvit", "mt", "vpt", "plain")
+
+
+@dataclass(frozen=True)
+class PViTConfig:
+    """Everything that fixes the model's parameters. Sizes are construction sizes, not run-time limits."""
+
+    # --- backbone (MViTv2) ---
+    img_size: int = 224  # construction H = W in px; sizes the rel-pos tables (K400 shapes), any input runs
+    num_frames: int = 16  # construction clip length T; also the frame count the FC heads predict
+    embed_dim: int = 96  # width of stage 1; every later stage doubles it
+    depths: tuple[int, ...] = (1, 2, 11, 2)  # blocks per stage; stages 2.. start with a 2x spatial q-pool
+    num_heads: tuple[int, ...] = (1, 2, 4, 8)  # attention heads per stage
+    kv_stride: int = 8  # spatial k/v pool stride in stage 1, divided by each q-pool (MViTv2 adaptive kv)
+    drop_path: float = 0.2  # stochastic depth of the last block, linear from 0 over blocks
+    head_dropout: float = 0.5  # dropout before the action classifier (torchvision's head[0])
+    num_classes: int = 400  # action classes of the real (downstream) task
+
+    # --- prompts and task heads ---
+    mode: str = "pvit"  # one of MODES: pvit | mt | vpt | plain
+    tasks: tuple[str, ...] = (
+        SYNTHETIC_TASKS  # synthetic tasks with a prompt (pvit, vpt) and/or a head (pvit, mt)
+    )
+    prompts_per_task: int = 1  # prompt tokens per task; their outputs are averaged into the task token
+    prompt_init_std: float = 0.02  # trunc-normal std of the prompt tokens, like torchvision's class token
+    num_seg_classes: int = 0  # segmentation classes of the unified label space; required if "segm" in tasks
+    num_box_slots: int = 8  # O, box slots per frame
+    num_box_classes: int = 1  # object classes; the box head adds one "no object" logit after them
+    num_joints: int = 25  # 3D pose joints (Kinect V2)
+    label_stride: int = 4  # label map = input H, W // label_stride (224 -> 56); label T = input T
+    dense_taps: tuple[int, ...] | None = None  # block indices feeding the dense heads; None = last block of
+    #                                            each of the last three stages
+    dense_dim: int = 64  # channels of each upsampled tap and of the projected task token
+    dense_hidden: int = 256  # hidden width of the per-pixel MLP of a dense head
+    dense_dropout: float = 0.1  # dropout on the upsampled taps
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"mode {self.mode!r} not in {MODES}")
+        unknown = set(self.tasks) - set(SYNTHETIC_TASKS)
+        if unknown:
+            raise ValueError(f"unknown tasks {sorted(unknown)}; synthetic tasks are {SYNTHETIC_TASKS}")
+        if len(self.depths) != len(self.num_heads) or not self.depths or min(self.depths) < 1:
+            raise ValueError("depths and num_heads need one positive entry per stage")
+        if self.prompts_per_task < 1:
+            raise ValueError("prompts_per_task must be >= 1")
+        if self.has_heads and any(t in DENSE_TASKS for t in self.tasks) and len(self.depths) < 3:
+            raise ValueError("dense heads need at least three stages")
+        if self.label_stride < 1 or self.num_classes < 1:
+            raise ValueError("label_stride and num_classes must be >= 1")
+
+    def check_heads(self) -> None:
+        """Checks the label-space sizes; run when a model is built (presets leave them unset)."""
+        if self.has_heads and "segm" in self.tasks and self.num_seg_classes < 1:
+            raise ValueError("num_seg_classes must be set (from the label space) when 'segm' is a task")
+        if self.has_heads and "boxes" in self.tasks and (self.num_box_slots < 1 or self.num_box_classes < 1):
+            raise ValueError("num_box_slots and num_box_classes must be >= 1 when 'boxes' is a task")
+
+    @property
+    def num_blocks(self) -> int:
+        return sum(self.depths)
+
+    @property
+    def num_prompts(self) -> int:
+        """Prompt tokens in the sequence (pvit and vpt only)."""
+        return len(self.tasks) * self.prompts_per_task if self.mode in ("pvit", "vpt") else 0
+
+    @property
+    def has_heads(self) -> bool:
+        """Whether synthetic task heads exist (pvit: on prompts, mt: on CLS)."""
+        return self.mode in ("pvit", "mt") and bool(self.tasks)
+
+    @property
+    def head_tasks(self) -> tuple[str, ...]:
+        return self.tasks if self.has_heads else ()
+
+    @property
+    def taps(self) -> tuple[int, ...]:
+        """Block indices tapped for the dense heads (one per each of the last three stages)."""
+        if self.dense_taps is not None:
+            return tuple(self.dense_taps)
+        ends = [sum(self.depths[: i + 1]) - 1 for i in range(len(self.depths))]
+        return tuple(ends[-3:])
+
+
+PRESETS: dict[str, PViTConfig] = {
+    # torchvision's mvit_v2_s (K400 weights load); taps = the paper's layers 2, 12, 15 (0-based blocks).
+    "mvit_v2_s": PViTConfig(dense_taps=(2, 12, 15)),
+    # A CPU-test model: 4 blocks, widths 16..128, built for 4 x 64 x 64 clips.
+    "tiny": PViTConfig(
+        img_size=64,
+        num_frames=4,
+        embed_dim=16,
+        depths=(1, 1, 1, 1),
+        num_heads=(1, 2, 4, 8),
+        kv_stride=4,
+        drop_path=0.0,
+        head_dropout=0.0,
+        dense_dim=16,
+        dense_hidden=32,
+        dense_dropout=0.0,
+    ),
+}
+
+
+def get_config(preset: str = "tiny", **overrides: object) -> PViTConfig:
+    """A preset with fields replaced by ``overrides`` (validated again)."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose from {sorted(PRESETS)}")
+    return replace(PRESETS[preset], **overrides)
+
+
+__all__ = ["MODES", "PRESETS", "PViTConfig", "get_config"]

@@ -1,0 +1,187 @@
+"""``PViT``: the prompt-aware MViTv2 with its task heads, the paper's baselines as modes, and K400 loading."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn as nn
+
+from .backbone import Features, PromptMViT, spatial_stride_until
+from .config import PViTConfig, get_config
+from .heads import BoxHead, DenseHead, PoseHead
+from .tasks import DENSE_TASKS, SYNTHETIC_TASKS
+
+
+class PViT(nn.Module):
+    """PromptonomyViT and its baselines, chosen by ``cfg.mode``:
+
+    - ``pvit``: ``prompts_per_task`` prompt tokens per task ride next to CLS; each task head reads its
+      prompts' (averaged) output, the action head reads CLS.
+    - ``mt``: no prompts; every task head reads the CLS output (the paper's "MViTv2 MT").
+    - ``vpt``: prompts, no task heads, backbone frozen and kept in eval mode; only the prompts and the action
+      head train (the paper's "MViTv2 VPT", real data only).
+    - ``plain``: torchvision's MViTv2 with a new action head.
+
+    ``forward(video)`` takes ``(B, 3, T, H, W)`` normalised clips and returns predictions keyed by task:
+    ``action`` ``(B, num_classes)``, ``depth`` ``(B, T, h, w)``, ``normal`` ``(B, T, h, w, 3)``,
+    ``segm`` ``(B, num_seg_classes, T, h, w)``, ``pose3d`` ``(B, T, J, 3)``, ``boxes`` ``(B, T, O, 4)`` and
+    ``boxes_cls`` ``(B, T, O, num_box_classes + 1)``, with ``h, w = H, W // label_stride``.
+    """
+
+    def __init__(self, cfg: PViTConfig) -> None:
+        super().__init__()
+        cfg.check_heads()
+        self.cfg = cfg
+        self.backbone = PromptMViT(cfg, cfg.num_prompts)
+        self.taps = cfg.taps if any(t in DENSE_TASKS for t in cfg.head_tasks) else ()
+        self.heads = nn.ModuleDict({task: self._make_head(task) for task in cfg.head_tasks})
+        if cfg.mode == "vpt":
+            for name, p in self.backbone.named_parameters():
+                p.requires_grad_(name == "prompt_tokens" or name.startswith("head."))
+
+    def _make_head(self, task: str) -> nn.Module:
+        cfg, dim = self.cfg, self.backbone.block_channels[-1]
+        if task == "pose3d":
+            return PoseHead(dim, cfg.num_frames, cfg.num_joints)
+        if task == "boxes":
+            return BoxHead(dim, cfg.num_frames, cfg.num_box_slots, cfg.num_box_classes)
+        out_channels = {"depth": 1, "normal": 3, "segm": cfg.num_seg_classes}[task]
+        return DenseHead(
+            task,
+            tap_channels=[self.backbone.block_channels[i] for i in self.taps],
+            tap_strides=[spatial_stride_until(cfg, i) for i in self.taps],
+            token_dim=dim,
+            out_channels=out_channels,
+            label_stride=cfg.label_stride,
+            dim=cfg.dense_dim,
+            hidden=cfg.dense_hidden,
+            dropout=cfg.dense_dropout,
+        )
+
+    def train(self, mode: bool = True) -> PViT:
+        super().train(mode)
+        if self.cfg.mode == "vpt":
+            # VPT: the frozen encoder runs deterministically (no drop-path); its classifier still trains.
+            self.backbone.eval()
+            self.backbone.head.train(mode)
+        return self
+
+    def forward_features(self, video: torch.Tensor) -> PViTFeatures:
+        """Encoder outputs plus one token per task (its prompts' mean in ``pvit``, CLS in ``mt``)."""
+        feats = self.backbone.forward_features(video, self.taps)
+        if self.cfg.mode == "mt":
+            tokens = {task: feats.cls for task in self.cfg.tasks}
+        elif feats.prompts.shape[1] > 0:
+            b, _, c = feats.prompts.shape
+            per_task = feats.prompts.reshape(b, len(self.cfg.tasks), self.cfg.prompts_per_task, c).mean(2)
+            tokens = {task: per_task[:, i] for i, task in enumerate(self.cfg.tasks)}
+        else:
+            tokens = {}
+        return PViTFeatures(feats.cls, feats.prompts, feats.patches, feats.thw, feats.taps, tokens)
+
+    def label_size(self, video: torch.Tensor) -> tuple[int, int, int]:
+        """(T, h, w) of the label maps for ``video``: full T, H and W divided by ``label_stride``."""
+        t, h, w = video.shape[2:]
+        return t, h // self.cfg.label_stride, w // self.cfg.label_stride
+
+    def forward_head(self, feats: PViTFeatures, label_size: tuple[int, int, int]) -> dict[str, torch.Tensor]:
+        preds = {"action": self.backbone.head(feats.cls)}
+        for task, head in self.heads.items():
+            preds.update(head(feats.task_tokens[task], feats, label_size))
+        return preds
+
+    def forward(self, video: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.forward_head(self.forward_features(video), self.label_size(video))
+
+    def no_weight_decay(self) -> set[str]:
+        """Parameter names to exempt from weight decay: prompts, CLS and relative positions (timm's hook)."""
+        return {
+            name
+            for name, _ in self.named_parameters()
+            if name.endswith(("prompt_tokens", "pos_encoding.class_token")) or ".rel_pos_" in name
+        }
+
+
+@dataclass
+class PViTFeatures(Features):
+    """``Features`` plus ``task_tokens``: task name -> ``(B, C)`` token its head reads."""
+
+    task_tokens: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+def build_model(
+    preset: str = "tiny",
+    mode: str = "pvit",
+    *,
+    num_classes: int,
+    num_seg_classes: int | None = None,
+    num_box_slots: int = 8,
+    num_box_classes: int | None = None,
+    prompts_per_task: int = 1,
+    tasks: tuple[str, ...] = SYNTHETIC_TASKS,
+    **overrides: object,
+) -> PViT:
+    """The one constructor. ``preset`` is a key of ``PRESETS``; ``overrides`` replace any config field.
+
+    ``num_seg_classes``/``num_box_classes`` come from the unified label spaces and are required only when
+    ``segm``/``boxes`` get a head (modes ``pvit`` and ``mt``).
+    """
+    cfg = get_config(
+        preset,
+        mode=mode,
+        num_classes=num_classes,
+        num_seg_classes=num_seg_classes or 0,
+        num_box_slots=num_box_slots,
+        num_box_classes=num_box_classes or 0,
+        prompts_per_task=prompts_per_task,
+        tasks=tuple(tasks),
+        **overrides,
+    )
+    return PViT(cfg)
+
+
+@dataclass
+class LoadReport:
+    """What ``load_kinetics_pretrained`` did, with names in the loaded model's namespace."""
+
+    new_keys: list[str]  # parameters/buffers not in the checkpoint (prompts, new action head, task heads)
+    dropped_keys: list[str]  # checkpoint entries deliberately not loaded (the K400 classifier)
+
+
+def _read_state_dict(source: str | os.PathLike | dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    state = source if isinstance(source, dict) else torch.load(source, map_location="cpu", weights_only=True)
+    for wrapper in ("model", "state_dict", "model_state"):  # common training-checkpoint wrappers
+        if wrapper in state and isinstance(state[wrapper], dict):
+            state = state[wrapper]
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def load_kinetics_pretrained(
+    model: PViT | PromptMViT,
+    path_or_state_dict: str | os.PathLike | dict[str, torch.Tensor],
+    keep_head: bool = False,
+) -> LoadReport:
+    """Load torchvision's K400 ``mvit_v2_s`` checkpoint (``mvit_v2_s-ae3be167.pth`` or a state dict).
+
+    The 400-class classifier is dropped and the model's own (``num_classes``) head is freshly initialised,
+    unless ``keep_head``. Raises if the checkpoint has keys the model lacks or shapes differ (the model must
+    be built at 224 x 16, as the ``mvit_v2_s`` preset is; it still runs at any clip size).
+    """
+    state = _read_state_dict(path_or_state_dict)
+    backbone = model.backbone if isinstance(model, PViT) else model
+    prefix = "backbone." if isinstance(model, PViT) else ""
+    dropped = [] if keep_head else sorted(k for k in state if k.startswith("head."))
+    state = {k: v for k, v in state.items() if k not in dropped}
+    result = backbone.load_state_dict(state, strict=False)
+    if result.unexpected_keys:
+        raise ValueError(f"checkpoint keys the backbone does not have: {result.unexpected_keys}")
+    if not keep_head:
+        linear = backbone.head[1]
+        nn.init.trunc_normal_(linear.weight, std=0.02)  # torchvision's init for Linear layers
+        nn.init.zeros_(linear.bias)
+    new = [prefix + k for k in result.missing_keys]
+    if isinstance(model, PViT):
+        new += [k for k in model.state_dict() if not k.startswith("backbone.")]
+    return LoadReport(new_keys=sorted(new), dropped_keys=dropped)
