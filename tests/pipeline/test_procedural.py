@@ -1,0 +1,120 @@
+"""The procedural source: labels that are exact, determinism, and motion classes that move."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipeline.config import BuildConfig
+from pipeline.labelspace import load_label_space
+from pipeline.sources.procedural import (
+    ACTIONS,
+    FOCAL,
+    GROUND,
+    PERSON,
+    Clip,
+    ProceduralSource,
+    render_clip,
+)
+
+SIZE = 48
+
+
+@pytest.fixture(scope="module")
+def clip_and_sample():
+    clip = Clip(rng_seed=1234, action=8, frames=3)
+    return clip, render_clip(clip, SIZE, SIZE)
+
+
+def camera_at(clip: Clip, t: float):
+    return clip.scene_at(clip.layout(), t)
+
+
+def pixel_rays_cam() -> np.ndarray:
+    centres = (np.arange(SIZE) + 0.5 - SIZE / 2) / (FOCAL * SIZE)
+    x, y = np.meshgrid(centres, centres)
+    return np.stack([x, y, np.ones_like(x)], axis=-1)
+
+
+def test_ground_depth_and_normals_match_the_analytic_plane(clip_and_sample) -> None:
+    clip, sample = clip_and_sample
+    camera, _, _ = camera_at(clip, 0.0)
+    ground = sample.labels["segm.npy"][0] == GROUND
+    rays_world = pixel_rays_cam() @ camera.rotation
+    expected_depth = -camera.position[1] / rays_world[..., 1]  # ray parameter = planar depth
+    depth = sample.labels["depth.npy"][0].astype(np.float64)
+    np.testing.assert_allclose(depth[ground], expected_depth[ground], rtol=2e-3)  # float16 storage
+    up_in_camera = camera.rotation @ np.array([0.0, 1.0, 0.0])
+    assert up_in_camera[1] < 0, "world up points to image-up, which is -y in the OpenCV frame"
+    normals = sample.labels["normal.npy"][0].astype(np.float64)
+    np.testing.assert_allclose(
+        normals[ground], np.broadcast_to(up_in_camera, normals[ground].shape), atol=2e-3
+    )
+
+
+def test_normals_are_unit_and_sky_is_invalid(clip_and_sample) -> None:
+    _, sample = clip_and_sample
+    normals = sample.labels["normal.npy"].astype(np.float64)
+    sky = sample.labels["segm.npy"] == 0
+    assert sky.any() and np.isnan(normals[sky]).all() and np.isnan(sample.labels["depth.npy"][sky]).all()
+    np.testing.assert_allclose(np.linalg.norm(normals[~sky], axis=-1), 1.0, atol=2e-3)
+
+
+def test_pose_is_in_the_camera_frame_and_projects_onto_the_person(clip_and_sample) -> None:
+    clip, sample = clip_and_sample
+    pose = sample.labels["pose3d.npy"]
+    camera, _, joints_world = camera_at(clip, 0.0)
+    np.testing.assert_allclose(pose[0], camera.to_camera(joints_world), atol=1e-5)
+    head = pose[0, 3]  # Kinect V2 joint 3 = head, a sphere of radius 0.11 m: its centre pixel is person
+    col, row = (head[:2] / head[2] * FOCAL * SIZE + SIZE / 2).astype(int)
+    assert sample.labels["segm.npy"][0, row, col] == PERSON
+    assert pose[0, 3, 1] < pose[0, 0, 1], "head above spine base: smaller y in the OpenCV frame"
+
+
+def test_person_box_is_the_bounding_box_of_person_pixels(clip_and_sample) -> None:
+    _, sample = clip_and_sample
+    for t in range(3):
+        rows, cols = np.nonzero(sample.labels["segm.npy"][t] == PERSON)
+        slot = list(sample.labels["boxes_cls.npy"][t]).index(PERSON)
+        expected = [cols.min() / SIZE, rows.min() / SIZE, (cols.max() + 1) / SIZE, (rows.max() + 1) / SIZE]
+        np.testing.assert_allclose(sample.labels["boxes.npy"][t, slot], expected)
+
+
+def test_raise_arms_lifts_the_hands(clip_and_sample) -> None:
+    _, sample = clip_and_sample
+    pose = sample.labels["pose3d.npy"]
+    hand_left = 7
+    assert pose[-1, hand_left, 1] < pose[0, hand_left, 1] - 0.5  # raised by more than half a metre
+
+
+# An object sliding left moves left in the image; a camera orbiting left makes the scene move right.
+@pytest.mark.parametrize("left, right", [(0, 1), (7, 6)])
+def test_left_and_right_motions_shift_the_mover_in_opposite_directions(left: int, right: int) -> None:
+    def mover_shift(action: int) -> float:
+        clip = Clip(rng_seed=7, action=action, frames=2)
+        layout = clip.layout()
+        shifts = []
+        for t in (0.0, 1.0):
+            camera, primitives, _ = clip.scene_at(layout, t)
+            mover = primitives[0] if layout["mover"] == 0 else primitives[len(layout["spheres"])]
+            shifts.append(camera.to_camera(mover.centre[None])[0, 0])
+        return shifts[1] - shifts[0]
+
+    assert mover_shift(left) < -0.3 and mover_shift(right) > 0.3
+
+
+def test_items_are_deterministic_balanced_and_seeded() -> None:
+    config = BuildConfig(frames=2, size=16, label_size=4, num_samples=20)
+    source = ProceduralSource(None, config)
+    items = list(source.items("train"))
+    assert len(items) == 20 and len(list(source.items("val"))) == len(ACTIONS)
+    assert [item.payload["action"] for item in items[:10]] == list(range(10))
+    again = ProceduralSource(None, config).load(items[4])
+    np.testing.assert_array_equal(source.load(items[4]).video, again.video)
+    other_seed = ProceduralSource(None, BuildConfig(frames=2, size=16, label_size=4, seed=1))
+    assert not np.array_equal(other_seed.load(next(other_seed.items("train"))).video, again.video)
+
+
+def test_label_space_is_registered_under_manifests() -> None:
+    classes = load_label_space("procedural").classes
+    assert classes[GROUND] == "ground" and classes[PERSON] == "person" and len(classes) == 5
