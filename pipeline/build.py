@@ -524,8 +524,7 @@ def _finish(
 def _build_json(
     report: BuildReport, parts: list[dict], rows: list[dict], config: BuildConfig, adapter_class: type[Source]
 ) -> dict:
-    import pyarrow
-    import webdataset
+    from importlib.metadata import version
 
     ok = [row for row in rows if row["status"] == "ok"]
     per_split: dict[str, dict] = {}
@@ -546,8 +545,8 @@ def _build_json(
             "adapter": adapter_class.version,
             "python": platform.python_version(),
             "numpy": np.__version__,
-            "pyarrow": pyarrow.__version__,
-            "webdataset": webdataset.__version__,
+            "pyarrow": version("pyarrow"),
+            "webdataset": version("webdataset"),
         },
         "counts": {
             "samples": len(ok),

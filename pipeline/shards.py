@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import webdataset as wds
 from PIL import Image
 
 from pipeline.schema import META_JSON, VIDEO_NPY, frame_member
@@ -83,6 +82,10 @@ class ShardEntry:
 
 def write_shard(path: Path, samples: Iterable[tuple[str, dict[str, bytes]]]) -> list[ShardEntry]:
     """Write `(key, members)` pairs to the tar `path` atomically; return each sample's byte span."""
+    # Imported here: webdataset imports torch whenever torch is installed, and readers, `verify` and
+    # the CLI should not pay for that.
+    import webdataset as wds
+
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:

@@ -116,3 +116,12 @@ def test_bad_inputs_are_quarantined_with_reasons_and_the_rest_is_built(tmp_path:
 def test_local_ray_build_matches_the_serial_build(tmp_path: Path, procedural_build: Path) -> None:
     report = build_source("procedural", tmp_path, tiny_config(), workers=2)
     assert shard_bytes(report.out_dir) == shard_bytes(procedural_build)
+
+
+def test_jpeg_codec_build_verifies_and_is_smaller(tmp_path: Path, procedural_build: Path) -> None:
+    report = build_source("procedural", tmp_path, tiny_config(codec="jpeg"), workers=0)
+    assert verify(report.out_dir) == []
+    sample = next(iter_samples(report.out_dir))
+    assert sample["video"].shape == (4, 32, 32, 3)
+    jpeg_bytes = sum(len(data) for data in shard_bytes(report.out_dir).values())
+    assert jpeg_bytes < sum(len(data) for data in shard_bytes(procedural_build).values())
