@@ -1,0 +1,286 @@
+"""`hypersim`: Apple Hypersim (Roberts et al., ICCV 2021), depth + surface normals + NYU40 semantics.
+
+Raw layout (one unzipped scene per `ai_VVV_NNN/` under `--root`):
+
+    ai_VVV_NNN/images/scene_cam_XX_final_hdf5/frame.IIII.color.hdf5
+    ai_VVV_NNN/images/scene_cam_XX_geometry_hdf5/frame.IIII.{depth_meters,normal_cam,semantic,
+                                                               render_entity_id}.hdf5
+    metadata_images_split_scene_v1.csv       the official split (required)
+    metadata_camera_parameters.csv           per-scene intrinsics (optional)
+
+Every HDF5 file holds one dataset named "dataset". One camera trajectory (scene, cam_XX) is one
+clip; its frames are the rows of the split CSV that are in the public release. Conversions:
+
+* color: linear HDR -> the official tone map (90th-percentile brightness to 0.8, gamma 1/2.2);
+* depth_meters is the distance to the camera centre -> planar depth along the optical axis, with
+  the scene's `M_cam_from_uv` when `metadata_camera_parameters.csv` lists it, else the standard
+  60-degree intrinsics (exact for about half of the scenes; the others use tilt-shift lenses);
+* normal_cam (OpenGL camera axes: x right, y up, z backward) -> OpenCV axes by diag(1, -1, -1),
+  renormalised; zero normals become invalid;
+* semantic NYU40 ids -> the unified label space (manifests/labelspaces/unified.yaml);
+* NaN geometry and -1 semantics become invalid (NaN / 65535).
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterator
+from functools import cached_property, lru_cache
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from pipeline.labelspace import lookup_table
+from pipeline.sources._synthetic_common import require_files, sample_frames
+from pipeline.sources.base import (
+    Item,
+    Quarantine,
+    Sample,
+    Source,
+    SourceError,
+    file_fingerprint,
+    value_fingerprint,
+)
+
+SPLIT_CSV = "metadata_images_split_scene_v1.csv"
+CAMERA_CSV = "metadata_camera_parameters.csv"
+# Where the official repository keeps the two CSVs, relative to its root, if --root is a checkout.
+CSV_SEARCH = ("", "evermotion_dataset/analysis", "contrib/mikeroberts3000")
+# M_cam_from_uv of the standard camera: 60 degrees horizontal field of view, 4:3, looking down -z.
+STANDARD_M_CAM_FROM_UV = ((0.5773502691896258, 0.0, 0.0), (0.0, 0.4330127018922193, 0.0), (0.0, 0.0, -1.0))
+NORMAL_FILES = ("normal_cam", "normal_bump_cam")
+SEGM_SPACE = "unified"
+# Official tone-mapping constants (ml-hypersim scene_generate_images_tonemap.py).
+GAMMA = 1.0 / 2.2
+PERCENTILE = 90
+BRIGHTNESS_TARGET = 0.8
+
+
+# ----------------------------------------------------------------------------- conversions
+
+
+def tonemap(color: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Linear HDR `[H,W,3]` -> uint8 the way Hypersim's own previews are made.
+
+    The scale maps the 90th percentile of the valid pixels' brightness to 0.8 after gamma; a frame
+    with no valid pixel keeps scale 1, a black one scale 0 (both as in the official script).
+    """
+    rgb = color.astype(np.float32)
+    if not valid.any():
+        scale = 1.0
+    else:
+        brightness = 0.3 * rgb[..., 0] + 0.59 * rgb[..., 1] + 0.11 * rgb[..., 2]
+        current = np.percentile(brightness[valid], PERCENTILE)
+        scale = 0.0 if current < 0.0001 else BRIGHTNESS_TARGET ** (1.0 / GAMMA) / current
+    mapped = np.power(np.maximum(scale * rgb, 0.0), GAMMA)
+    return np.round(np.clip(mapped, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def planar_ratio(m_cam_from_uv: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Per-pixel factor `planar depth / distance` `[H,W]` for a Hypersim camera.
+
+    A pixel's camera-space ray is `M_cam_from_uv @ [u, v, 1]` at the pixel centre in uv
+    coordinates (u right, v up, both in [-1, 1]); the camera looks down -z, so the planar depth of
+    a point at distance d along the ray is d * (-r_z) / |r|.
+    """
+    u = np.linspace(-1.0 + 1.0 / width, 1.0 - 1.0 / width, width)
+    v = np.linspace(-1.0 + 1.0 / height, 1.0 - 1.0 / height, height)[::-1]
+    uu, vv = np.meshgrid(u, v)
+    uv1 = np.stack([uu, vv, np.ones_like(uu)], axis=-1)
+    rays = uv1 @ np.asarray(m_cam_from_uv, dtype=np.float64).T
+    return (-rays[..., 2] / np.linalg.norm(rays, axis=-1)).astype(np.float32)
+
+
+@lru_cache(maxsize=8)
+def _cached_ratio(m: tuple[tuple[float, ...], ...], height: int, width: int) -> np.ndarray:
+    """planar_ratio memoised per camera: every frame of a scene shares it (about 50 ms at 1024x768)."""
+    ratio = planar_ratio(np.asarray(m), height, width)
+    ratio.flags.writeable = False
+    return ratio
+
+
+def planar_depth(distance: np.ndarray, ratio: np.ndarray) -> np.ndarray:
+    """`depth_meters` (distance to the camera centre) -> planar depth; non-finite -> NaN."""
+    depth = distance.astype(np.float32) * ratio
+    depth[~np.isfinite(depth)] = np.nan
+    return depth
+
+
+def normals_to_opencv(normal: np.ndarray) -> np.ndarray:
+    """OpenGL camera-frame normals `[H,W,3]` -> unit OpenCV camera-frame normals; degenerate -> NaN."""
+    n = normal.astype(np.float32) * np.array([1.0, -1.0, -1.0], dtype=np.float32)
+    norm = np.linalg.norm(n, axis=-1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        n = n / norm
+    n[~(np.isfinite(norm[..., 0]) & (norm[..., 0] > 1e-6))] = np.nan
+    return n
+
+
+def semantic_to_unified(semantic: np.ndarray) -> np.ndarray:
+    """NYU40 ids (1..40, -1 unlabelled) -> unified ids; any other value is a corrupt frame."""
+    if semantic.size and (semantic.min() < -1 or semantic.max() > 40):
+        raise Quarantine(f"semantic id outside -1..40 ({int(semantic.min())}..{int(semantic.max())})")
+    return lookup_table("hypersim", -1, 40)[semantic.astype(np.int64) + 1]
+
+
+# ----------------------------------------------------------------------------- files
+
+
+def read_hdf5(path: Path) -> np.ndarray:
+    """The `dataset` of one Hypersim HDF5 file; Quarantine when missing, truncated or unreadable."""
+    require_files(path)
+    try:
+        with h5py.File(path, "r") as handle:
+            return handle["dataset"][()]
+    except (OSError, KeyError, ValueError) as error:
+        raise Quarantine(f"{path.name}: unreadable HDF5 ({str(error).splitlines()[0][:80]})") from None
+
+
+def _find_csv(root: Path, name: str, option: str | None) -> Path | None:
+    if option:
+        return Path(option)
+    for folder in CSV_SEARCH:
+        candidate = root / folder / name
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+class HypersimSource(Source):
+    name = "hypersim"
+    version = "1"
+    tasks = ("depth", "normal", "segm")
+    splits = ("train", "val", "test")
+    description = (
+        "Hypersim indoor scenes (HDF5 per frame): planar depth, OpenCV normals, NYU40 segm; trajectory = clip"
+    )
+
+    # --- listing
+
+    @cached_property
+    def _rows(self) -> dict[str, dict[tuple[str, str], list[int]]]:
+        """split -> (scene, camera) -> frame ids, from the official split CSV (public release only)."""
+        path = _find_csv(self._root, SPLIT_CSV, self.config.option("hypersim_split_csv"))
+        if path is None or not path.is_file():
+            raise SourceError(f"hypersim: split file {SPLIT_CSV} not found under {self._root}")
+        rows: dict[str, dict[tuple[str, str], list[int]]] = {}
+        with open(path, newline="") as handle:
+            for row in csv.DictReader(handle):
+                if row.get("included_in_public_release", "").strip().lower() != "true":
+                    continue
+                key = (row["scene_name"], row["camera_name"])
+                split = rows.setdefault(row["split_partition_name"], {})
+                split.setdefault(key, []).append(int(row["frame_id"]))
+        return rows
+
+    @cached_property
+    def _cameras(self) -> dict[str, list[list[float]]]:
+        """scene -> M_cam_from_uv (3x3), for the scenes the camera-parameter CSV lists."""
+        path = _find_csv(self._root, CAMERA_CSV, self.config.option("hypersim_camera_csv"))
+        if path is None or not path.is_file():
+            return {}
+        cameras = {}
+        with open(path, newline="") as handle:
+            for row in csv.DictReader(handle):
+                try:
+                    m = [[float(row[f"M_cam_from_uv_{i}{j}"]) for j in range(3)] for i in range(3)]
+                except (KeyError, ValueError):
+                    continue  # a row without usable intrinsics falls back to the standard camera
+                cameras[row["scene_name"]] = m
+        return cameras
+
+    @property
+    def _root(self) -> Path:
+        if self.root is None:
+            raise SourceError("hypersim needs --root (the folder holding the ai_VVV_NNN scenes)")
+        return Path(self.root)
+
+    def _frame_files(self, scene: str, camera: str, frame: int) -> dict[str, Path]:
+        images = self._root / scene / "images"
+        stem = f"frame.{frame:04d}"
+        geometry = images / f"scene_{camera}_geometry_hdf5"
+        normal = self.config.option("hypersim_normal", "normal_cam")
+        if normal not in NORMAL_FILES:
+            raise SourceError(f"hypersim_normal must be one of {', '.join(NORMAL_FILES)}, got {normal!r}")
+        return {
+            "color": images / f"scene_{camera}_final_hdf5" / f"{stem}.color.hdf5",
+            "depth": geometry / f"{stem}.depth_meters.hdf5",
+            "normal": geometry / f"{stem}.{normal}.hdf5",
+            "semantic": geometry / f"{stem}.semantic.hdf5",
+            "entity": geometry / f"{stem}.render_entity_id.hdf5",
+        }
+
+    def _complete(self, scene: str, camera: str, frame: int) -> bool:
+        """Whether every required file of a frame exists (render_entity_id is optional)."""
+        files = self._frame_files(scene, camera, frame)
+        return all(path.is_file() for name, path in files.items() if name != "entity")
+
+    def items(self, split: str) -> Iterator[Item]:
+        # Scenes not downloaded are left out of the listing: users routinely fetch a subset.
+        for (scene, camera), frames in sorted(self._rows.get(split, {}).items()):
+            if not (self._root / scene).is_dir():
+                continue
+            frames = sorted(frames)
+            chosen, _ = sample_frames(len(frames), self.config)
+            files = [self._frame_files(scene, camera, frames[k]) for k in sorted(set(chosen))]
+            m = self._cameras.get(scene)
+            yield Item(
+                id=f"{scene}/{camera}",
+                split=split,
+                fingerprint=value_fingerprint(file_fingerprint(*(p for f in files for p in f.values())), m),
+                payload={"scene": scene, "camera": camera, "frames": frames, "m_cam_from_uv": m},
+            )
+
+    # --- loading
+
+    def load(self, item: Item) -> Sample:
+        scene, camera, frames = item.payload["scene"], item.payload["camera"], item.payload["frames"]
+        if self.config.option("hypersim_skip_missing", "0") == "1":
+            # Known holes in the release (ml-hypersim#7): drop frames whose files are absent.
+            frames = [f for f in frames if self._complete(scene, camera, f)]
+        chosen, padded = sample_frames(len(frames), self.config)
+        decoded = {k: self._load_frame(scene, camera, frames[k]) for k in sorted(set(chosen))}
+        shapes = {v[0].shape for v in decoded.values()}
+        if len(shapes) != 1:
+            raise Quarantine(f"frames of different sizes {sorted(shapes)}")
+        height, width = next(iter(shapes))[:2]
+        m = item.payload["m_cam_from_uv"] or STANDARD_M_CAM_FROM_UV
+        ratio = _cached_ratio(tuple(tuple(float(v) for v in row) for row in m), height, width)
+        stack = [decoded[k] for k in chosen]
+        return Sample(
+            video=np.stack([s[0] for s in stack]),
+            fps=1.0,  # trajectory keyframes, not a video: one "frame" per keyframe
+            frame_indices=[frames[k] for k in chosen],
+            labels={
+                "depth.npy": np.stack([planar_depth(s[1], ratio) for s in stack]).astype(np.float16),
+                "normal.npy": np.stack([s[2] for s in stack]).astype(np.float16),
+                "segm.npy": np.stack([s[3] for s in stack]),
+            },
+            extra={
+                "segm_space": SEGM_SPACE,
+                "padded_frames": padded,
+                "scene": scene,
+                "camera": camera,
+                "intrinsics": "scene" if item.payload["m_cam_from_uv"] else "standard",
+            },
+        )
+
+    def _load_frame(self, scene: str, camera: str, frame: int) -> tuple[np.ndarray, ...]:
+        """(tone-mapped uint8 RGB, distance, OpenCV normals, unified segm) of one frame."""
+        files = self._frame_files(scene, camera, frame)
+        color = read_hdf5(files["color"])
+        distance = read_hdf5(files["depth"])
+        normal = read_hdf5(files["normal"])
+        semantic = read_hdf5(files["semantic"])
+        height, width = distance.shape[:2] if distance.ndim == 2 else (-1, -1)
+        expected = {"color": (height, width, 3), "normal": (height, width, 3), "semantic": (height, width)}
+        for name, array in (("color", color), ("normal", normal), ("semantic", semantic)):
+            if distance.ndim != 2 or array.shape != expected[name]:
+                raise Quarantine(f"frame.{frame:04d}: {name} shape {array.shape} vs depth {distance.shape}")
+        if not np.isfinite(color).all():
+            raise Quarantine(f"frame.{frame:04d}: NaN or inf in color")
+        # The official tone map looks only at pixels with geometry; render_entity_id says which.
+        # Without it, finite depth is the same test (empty pixels have NaN depth).
+        valid = read_hdf5(files["entity"]) > 0 if files["entity"].is_file() else np.isfinite(distance)
+        return tonemap(color, valid), distance, normals_to_opencv(normal), semantic_to_unified(semantic)
