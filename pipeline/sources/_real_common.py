@@ -1,0 +1,186 @@
+"""Shared plumbing of the real-video adapters: finding annotation files, temporal sampling, views.
+
+The temporal rule is PySlowFast's `get_seq_frames` (SSv2): split `[0, L-1]` into `T` segments of
+length `(L-1)/T` with rounded ends `s, e`, and take one frame per segment. Evaluation takes the
+middle `(s+e)//2`; with `K` temporal views, view `k` takes the point `(2k+1)/(2K)` of the way
+through every segment (so `K=1` is exactly SlowFast's middle). A clip shorter than `T` frames is
+not stretched: it takes every frame and the decoder pads by repeating the last one, which
+`meta.json` records as `padded_frames`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.config import BuildConfig
+from pipeline.sources.base import Item, Quarantine, Sample, SourceError, file_fingerprint, value_fingerprint
+from pipeline.video import Clip, VideoError, sample_clip
+
+
+def find_file(root: Path, names: Sequence[str], subdirs: Sequence[str], what: str) -> Path:
+    """The first of `subdirs x names` under `root` that exists; `SourceError` (one line) otherwise."""
+    for sub in subdirs:
+        for name in names:
+            path = root / sub / name
+            if path.is_file():
+                return path
+    raise SourceError(
+        f"{what}: none of {', '.join(names)} found under {root} (looked in {', '.join(subdirs)})"
+    )
+
+
+def find_dir(root: Path, subdirs: Sequence[str]) -> Path | None:
+    """The first of `subdirs` under `root` that is a directory, or None."""
+    for sub in subdirs:
+        if (root / sub).is_dir():
+            return root / sub
+    return None
+
+
+def load_json(path: Path) -> Any:
+    """Parse an annotation JSON file; an unreadable one is a `SourceError` naming it."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise SourceError(f"{path}: cannot read annotation file ({error})") from None
+
+
+def need_root(root: Path | None, source: str) -> Path:
+    if root is None:
+        raise SourceError(f"{source} needs --root (the directory holding the raw dataset)")
+    if not root.is_dir():
+        raise SourceError(f"{source}: --root {root} is not a directory")
+    return root
+
+
+def segment_indices(
+    length: int, frames: int, view: int = 0, num_views: int = 1, rng: np.random.Generator | None = None
+) -> list[int]:
+    """`frames` indices into `[0, length)` by the SlowFast segment rule (see the module doc).
+
+    `rng` given: one uniformly random frame per segment (SlowFast's training rule) instead of view `view`.
+    """
+    if length < frames:
+        return list(range(frames))  # past the end on purpose: the decoder pads with the last frame
+    size = (length - 1) / frames
+    out = []
+    for i in range(frames):
+        start, end = int(np.round(size * i)), int(np.round(size * (i + 1)))
+        if rng is not None:
+            out.append(int(rng.integers(start, end + 1)))
+        else:
+            out.append(start + (end - start) * (2 * view + 1) // (2 * num_views))
+    return out
+
+
+def int_option(config: BuildConfig, name: str, default: int, minimum: int = 1) -> int:
+    """An integer `--option name=value`; `SourceError` when it is not an integer >= minimum."""
+    raw = config.option(name, str(default))
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SourceError(f"--option {name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise SourceError(f"--option {name} must be at least {minimum}, got {value}")
+    return value
+
+
+def choice_option(config: BuildConfig, name: str, default: str, choices: Sequence[str]) -> str:
+    value = config.option(name, default) or default
+    if value not in choices:
+        raise SourceError(f"--option {name} must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
+def stable_seed(*parts: object) -> int:
+    """A seed that is the same on every machine and Python run (unlike `hash()`)."""
+    return int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:8], "little")
+
+
+@dataclass
+class VideoEntry:
+    """One annotated video of a classification dataset, as an adapter lists it."""
+
+    video_id: str
+    path: Path
+    label: int | None
+    label_name: str | None
+    error: str | None = None  # set when the annotation itself is bad (unknown class): quarantined on load
+    start: int = 0  # first usable source frame
+    end: int | None = None  # last usable source frame (inclusive), None = the end of the video
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def view_items(entries: Iterable[VideoEntry], split: str, num_views: int) -> Iterator[Item]:
+    """One item per (entry, temporal view). Evaluation ids carry `_v<k>`; training ids are bare."""
+    for entry in entries:
+        views = range(num_views) if num_views > 1 or split != "train" else [0]
+        for view in views:
+            item_id = entry.video_id if split == "train" else f"{entry.video_id}_v{view}"
+            payload = {"entry": entry, "view": view, "num_views": num_views}
+            fingerprint = value_fingerprint(
+                file_fingerprint(entry.path),
+                entry.label,
+                entry.label_name,
+                entry.error,
+                entry.start,
+                entry.end,
+                sorted(entry.extra.items()),
+                view,
+                num_views,
+            )
+            yield Item(id=item_id, split=split, fingerprint=fingerprint, payload=payload)
+
+
+def decode_entry(item: Item, config: BuildConfig, random_train: bool = False) -> tuple[Clip, VideoEntry]:
+    """Cut the item's clip: `config.frames` frames over the entry's frame range, at `config.size`."""
+    entry: VideoEntry = item.payload["entry"]
+    if entry.error:
+        raise Quarantine(entry.error)
+    if not entry.path.is_file():
+        raise Quarantine(f"video missing: {entry.path}")
+    rng = None
+    if random_train and item.split == "train":
+        rng = np.random.default_rng(stable_seed(config.seed, item.id))
+
+    def pick(decoded: int) -> list[int]:
+        last = decoded - 1 if entry.end is None else min(entry.end, decoded - 1)
+        if entry.start > last:
+            raise Quarantine(f"start frame {entry.start} is past the video's last frame {decoded - 1}")
+        length = last - entry.start + 1
+        chosen = segment_indices(length, config.frames, item.payload["view"], item.payload["num_views"], rng)
+        return [entry.start + i for i in chosen]
+
+    try:
+        clip = sample_clip(entry.path, config.size, pick)
+    except VideoError as error:
+        raise Quarantine(str(error)) from None
+    return clip, entry
+
+
+def clip_sample(item: Item, clip: Clip, entry: VideoEntry) -> Sample:
+    """The `Sample` of a classification clip, with the view bookkeeping the trainer averages over."""
+    extra = {
+        "video_id": entry.video_id,
+        "view": item.payload["view"],
+        "num_views": item.payload["num_views"],
+        "padded_frames": clip.padded,
+        "source_frames": clip.decoded,
+        **entry.extra,
+    }
+    return Sample(
+        video=clip.frames,
+        fps=clip.info.fps,
+        frame_indices=clip.indices,
+        label=entry.label,
+        label_name=entry.label_name,
+        orig_hw=clip.orig_hw,
+        extra=extra,
+    )

@@ -1,0 +1,321 @@
+"""AVA v2.2 spatio-temporal action detection: one sample per annotated keyframe (video, second).
+
+Reads the v2.2 CSVs (`video_id,sec,x1,y1,x2,y2,action_id,person_id`, boxes normalised), keeps the
+keyframes 902..1798, groups rows into persons by the exact box string (SlowFast's rule: a person
+with k actions has k rows with byte-identical boxes) and turns each person's actions into a
+multi-hot row over the 60 evaluated classes of the label map pbtxt (actions outside it are dropped;
+the person is kept). Keyframes listed in the excluded-timestamps file are skipped (logged).
+
+Frames come from the extracted frames (`frame_lists/<split>.csv` + `frames/`, 30 fps from t=900 s)
+or straight from the videos (`videos_15min/<vid>.*` cut at 900 s, or the full `videos/<vid>.*`).
+Either way keyframe second `sec` is frame index `(sec - 900) * 30` (file `<vid>_{index+1:06d}.jpg`),
+and the clip is `frames` indices `range(centre - frames*rate//2, centre + frames*rate//2, rate)`,
+clamped to the video like SlowFast's `get_sequence`.
+
+Person boxes are mapped into the centre square the clip keeps (`centre_square` + `crop_boxes`, the
+engine's maths), since `ava_boxes.npy` is not touched by the engine; persons wholly outside it are
+dropped and counted in `meta.json` `persons_cropped_out`.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import pickle
+from collections import defaultdict
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from pipeline.geometry import centre_square, crop_and_resize_frames, crop_boxes
+from pipeline.schema import NUM_AVA_CLASSES
+from pipeline.sources._real_common import choice_option, find_dir, find_file, int_option, need_root
+from pipeline.sources.base import (
+    Item,
+    Quarantine,
+    Sample,
+    Source,
+    SourceError,
+    file_fingerprint,
+    value_fingerprint,
+)
+from pipeline.video import VideoError, decode_window
+
+log = logging.getLogger(__name__)
+
+ANNOTATION_DIRS = ("annotations", ".", "ava_v2.2")
+LABEL_MAPS = (
+    "ava_action_list_v2.2_for_activitynet_2019.pbtxt",
+    "ava_action_list_v2.1_for_activitynet_2018.pbtxt",
+    "ava_action_list_v2.1_for_activitynet_2018.pbtxt.txt",
+)
+VALID_SECONDS = range(902, 1799)  # AVA_VALID_FRAMES: keyframes 902..1798 inclusive
+FPS = 30  # the extraction rate of the official frames (ffmpeg -r 30), and of the index grid
+START = 900  # second of frame index 0
+VIDEO_SUFFIXES = (".mp4", ".mkv", ".webm", ".avi")
+
+
+def read_label_map(path: Path) -> list[tuple[int, str]]:
+    """(action id, name) pairs of a pbtxt label map, in file order (both `id:` and `label_id:` forms).
+
+    Like the official readers, only lines with exactly two leading spaces count.
+    """
+    pairs, name = [], None
+    for line in path.read_text().splitlines():
+        if line.startswith("  name:"):
+            name = line.split('"')[1] if '"' in line else line.split(":", 1)[1].strip()
+        elif line.startswith(("  id:", "  label_id:")):
+            pairs.append((int(line.split(":", 1)[1]), name))
+    if not pairs:
+        raise SourceError(f"{path}: no `  name:` / `  id:` entries (not an AVA label map)")
+    return pairs
+
+
+def read_excluded(path: Path | None) -> set[tuple[str, int]]:
+    if path is None or not path.is_file():
+        return set()
+    with path.open(newline="") as handle:
+        return {(row[0], int(row[1])) for row in csv.reader(handle) if len(row) == 2}
+
+
+def group_rows(path: Path) -> dict[tuple[str, int], dict]:
+    """(video, second) -> {"persons": {box string: [action ids]}, "problem": str | None}."""
+    keys: dict[tuple[str, int], dict] = {}
+    with path.open(newline="") as handle:
+        for line_no, row in enumerate(csv.reader(handle), 1):
+            if not row:
+                continue
+            if len(row) < 7:
+                raise SourceError(f"{path}:{line_no}: expected 8 columns, got {len(row)}")
+            try:
+                key = (row[0], int(row[1]))
+            except ValueError:
+                raise SourceError(
+                    f"{path}:{line_no}: timestamp {row[1]!r} is not an integer second"
+                ) from None
+            slot = keys.setdefault(key, {"persons": defaultdict(list), "problem": None})
+            try:
+                box = [float(v) for v in row[2:6]]
+                action = int(row[6])
+            except ValueError:
+                slot["problem"] = f"line {line_no}: unparsable box or action {row[2:7]}"
+                continue
+            if not all(0.0 <= v <= 1.0 for v in box) or box[2] < box[0] or box[3] < box[1]:
+                slot["problem"] = f"line {line_no}: box {row[2:6]} is not normalised xyxy"
+            elif key[1] not in VALID_SECONDS:
+                slot["problem"] = f"timestamp {key[1]} outside the annotated keyframes 902..1798"
+            slot["persons"][",".join(row[2:6])].append(action)
+    return keys
+
+
+def read_proposals(path: Path, threshold: float) -> dict[tuple[str, int], list[list[float]]]:
+    """Person proposals: SlowFast CSV (`vid,sec,x1,y1,x2,y2,[action],score`) or mmaction2 pickle."""
+    out: dict[tuple[str, int], list[list[float]]] = defaultdict(list)
+    if path.suffix == ".pkl":
+        with path.open("rb") as handle:
+            data = pickle.load(handle)  # the distributed files are pickles of numpy arrays
+        for key, boxes in data.items():
+            video, sec = key.rsplit(",", 1)
+            for box in np.asarray(boxes, dtype=np.float64).reshape(-1, np.shape(boxes)[-1]):
+                score = float(box[4]) if len(box) > 4 else 1.0
+                if score >= threshold:
+                    out[(video, int(sec))].append([*map(float, box[:4]), score])
+        return out
+    with path.open(newline="") as handle:
+        for row in csv.reader(handle):
+            if len(row) >= 8 and float(row[7]) >= threshold:
+                out[(row[0], int(row[1]))].append([*map(float, row[2:6]), float(row[7])])
+    return out
+
+
+def clip_indices(sec: int, frames: int, rate: int) -> list[int]:
+    """SlowFast `get_sequence` around the keyframe (unclamped; callers clamp)."""
+    centre = (sec - START) * FPS
+    half = frames * rate // 2
+    return list(range(centre - half, centre + half, rate))[:frames]
+
+
+def read_frame_lists(path: Path) -> dict[str, list[str]]:
+    """PySlowFast frame list: header, then `vid vidx fidx path labels`; row order = frame order."""
+    videos: dict[str, list[str]] = defaultdict(list)
+    with path.open() as handle:
+        handle.readline()
+        for row in handle:
+            parts = row.split()
+            if len(parts) == 5:
+                videos[parts[0]].append(parts[3])
+    return videos
+
+
+class AvaSource(Source):
+    name = "ava"
+    version = "1"
+    tasks = ("ava",)
+    splits = ("train", "val")
+    description = "AVA v2.2: person boxes + multi-label actions (60 classes) on keyframes 902-1798"
+
+    def _annotation(self, root: Path, names: tuple[str, ...], what: str) -> Path:
+        return find_file(root, names, ANNOTATION_DIRS, what)
+
+    def _frames_source(self, root: Path, split: str) -> tuple[str, object]:
+        mode = choice_option(self.config, "frames_from", "auto", ("auto", "frames", "video"))
+        frame_list = find_dir(root, ("frame_lists",))
+        frames_dir = find_dir(root, ("frames",))
+        if (
+            mode in ("auto", "frames")
+            and frame_list
+            and frames_dir
+            and (frame_list / f"{split}.csv").is_file()
+        ):
+            return "frames", (frames_dir, read_frame_lists(frame_list / f"{split}.csv"))
+        if mode == "frames":
+            raise SourceError(
+                f"ava: --option frames_from=frames but no frame_lists/{split}.csv and frames/ under {root}"
+            )
+        for sub, offset in (("videos_15min", 0.0), ("videos", float(START))):
+            if (root / sub).is_dir():
+                return "video", (root / sub, offset)
+        raise SourceError(
+            f"ava: no frames (frame_lists/ + frames/) and no videos_15min/ or videos/ under {root}"
+        )
+
+    def items(self, split: str) -> Iterator[Item]:
+        root = need_root(self.root, self.name)
+        gt = self._annotation(
+            root, (f"ava_{split}_v2.2.csv", f"ava_{split}_v2.1.csv"), f"ava {split} ground truth"
+        )
+        label_map = read_label_map(self._annotation(root, LABEL_MAPS, "ava label map"))
+        if len(label_map) != NUM_AVA_CLASSES:
+            raise SourceError(
+                f"ava label map has {len(label_map)} classes, expected the {NUM_AVA_CLASSES}-class subset"
+            )
+        excluded_path = gt.parent / f"ava_{split}_excluded_timestamps_v2.2.csv"
+        excluded = read_excluded(excluded_path)
+        proposals = None
+        if self.config.option("proposals"):
+            path = Path(self.config.option("proposals"))
+            path = path if path.is_absolute() else gt.parent / path
+            if not path.is_file():
+                raise SourceError(f"ava: proposals file {path} does not exist")
+            proposals = read_proposals(path, float(self.config.option("proposal_score", "0.9")))
+        mode, where = self._frames_source(root, split)
+        rate = int_option(self.config, "rate", 4)
+        skipped = 0
+        for (video, sec), slot in sorted(group_rows(gt).items()):
+            if (video, sec) in excluded:
+                skipped += 1
+                continue
+            wanted = clip_indices(sec, self.config.frames, rate)
+            payload = {
+                "video": video,
+                "sec": sec,
+                "persons": dict(slot["persons"]),
+                "problem": slot["problem"],
+                "label_ids": [i for i, _ in label_map],
+                "mode": mode,
+                "wanted": wanted,
+                "proposals": proposals.get((video, sec), []) if proposals is not None else None,
+            }
+            if mode == "frames":
+                frames_dir, lists = where
+                paths = lists.get(video, [])
+                clamped = [min(max(i, 0), len(paths) - 1) for i in wanted] if paths else []
+                payload["frames"] = [str(frames_dir / paths[i]) for i in clamped]
+                payload["clamped"] = clamped
+                raw = [Path(p) for p in dict.fromkeys(payload["frames"])]
+            else:
+                video_dir, offset = where
+                found = [
+                    video_dir / f"{video}{s}" for s in VIDEO_SUFFIXES if (video_dir / f"{video}{s}").is_file()
+                ]
+                payload["path"], payload["offset"] = (
+                    (found[0] if found else video_dir / f"{video}.mp4"),
+                    offset,
+                )
+                raw = [payload["path"]]
+            fingerprint = value_fingerprint(
+                file_fingerprint(*raw),
+                sorted(payload["persons"].items()),
+                payload["problem"],
+                payload["proposals"],
+                payload["label_ids"],
+                wanted,
+            )
+            yield Item(id=f"{video}_{sec:04d}", split=split, fingerprint=fingerprint, payload=payload)
+        if skipped:
+            log.info("ava %s: skipped %d keyframes listed in %s", split, skipped, excluded_path.name)
+
+    def _load_frames(self, payload: dict) -> tuple[np.ndarray, list[int], int, tuple[int, int]]:
+        if not payload["frames"]:
+            raise Quarantine(f"video {payload['video']} is not in the frame list")
+        images = {}
+        for path in dict.fromkeys(payload["frames"]):
+            try:
+                with Image.open(path) as image:
+                    images[path] = np.asarray(image.convert("RGB"))
+            except (OSError, ValueError) as error:
+                raise Quarantine(f"cannot read frame {path} ({error})") from None
+        video = np.stack([images[p] for p in payload["frames"]])
+        padded = sum(1 for w, c in zip(payload["wanted"], payload["clamped"], strict=True) if w > c)
+        return crop_and_resize_frames(video, self.config.size), payload["clamped"], padded, video.shape[1:3]
+
+    def _load_video(self, payload: dict) -> tuple[np.ndarray, list[int], int, tuple[int, int]]:
+        if not payload["path"].is_file():
+            raise Quarantine(f"video missing: {payload['path']}")
+        wanted = [max(i, 0) for i in payload["wanted"]]  # before the segment start: SlowFast clamps to 0
+        try:
+            clip = decode_window(
+                payload["path"], wanted, self.config.size, rate=FPS, start_time=payload["offset"]
+            )
+        except VideoError as error:
+            raise Quarantine(str(error)) from None
+        return clip.frames, clip.indices, clip.padded, clip.orig_hw
+
+    def load(self, item: Item) -> Sample:
+        payload = item.payload
+        if payload["problem"]:
+            raise Quarantine(payload["problem"])
+        load = self._load_frames if payload["mode"] == "frames" else self._load_video
+        video, indices, padded, orig_hw = load(payload)
+        column = {action: k for k, action in enumerate(payload["label_ids"])}
+        boxes = np.array([[float(v) for v in box.split(",")] for box in payload["persons"]], np.float32)
+        labels = np.zeros((len(boxes), NUM_AVA_CLASSES), np.uint8)
+        for row, actions in enumerate(payload["persons"].values()):
+            for action in actions:
+                if action in column:
+                    labels[row, column[action]] = 1
+        window = centre_square(*orig_hw)
+        cropped, kept = crop_boxes(boxes[None], np.zeros((1, len(boxes)), np.int16), window)
+        keep = kept[0] >= 0
+        extra = {
+            "ava_key": f"{payload['video']},{payload['sec']:04d}",
+            "video_id": payload["video"],
+            "timestamp": payload["sec"],
+            "keyframe_index": (payload["sec"] - START) * FPS,
+            "padded_frames": padded,
+            "persons_cropped_out": int((~keep).sum()),
+        }
+        if payload["proposals"] is not None:
+            extra["ava_proposals"] = self._crop_proposals(payload["proposals"], window)
+        return Sample(
+            video=video,
+            fps=float(FPS),
+            frame_indices=[int(i) for i in indices],
+            labels={"ava_boxes.npy": cropped[0][keep], "ava_labels.npy": labels[keep]},
+            orig_hw=(int(orig_hw[0]), int(orig_hw[1])),
+            extra=extra,
+        )
+
+    def _crop_proposals(self, proposals: list[list[float]], window) -> list[list[float]]:
+        """Detector boxes mapped into the kept centre square, with their scores, 4 decimals."""
+        if not proposals:
+            return []
+        array = np.array(proposals, np.float32)
+        cropped, kept = crop_boxes(array[None, :, :4], np.zeros((1, len(array)), np.int16), window)
+        return [
+            [*map(lambda v: round(float(v), 4), box), round(float(s), 4)]
+            for box, s, k in zip(cropped[0], array[:, 4], kept[0], strict=True)
+            if k >= 0
+        ]

@@ -1,0 +1,89 @@
+"""Diving48 (V2 labels): `Diving48_V2_{train,test}.json` + `rgb/<vid_name>.mp4` + the vocabulary.
+
+Each entry's `start_frame`/`end_frame` range is honoured (most loaders ignore it): frames are
+sampled uniformly over `[start_frame, end_frame]`. Whether `end_frame` is inclusive is not
+documented anywhere; it is treated as inclusive and clipped to the decoded frame count, which is
+right under either reading when the range covers the whole clip. There is no official validation
+split: `test` is the evaluation split. See docs/sources_real.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+from pipeline.sources._real_common import (
+    VideoEntry,
+    choice_option,
+    clip_sample,
+    decode_entry,
+    find_dir,
+    find_file,
+    int_option,
+    load_json,
+    need_root,
+    view_items,
+)
+from pipeline.sources.base import Item, Sample, Source, SourceError
+
+ANNOTATION_DIRS = (".", "annotations", "Diving48")
+VIDEO_DIRS = ("rgb", "videos", "Diving48_rgb/rgb", ".")
+
+
+def read_vocab(path: Path) -> list[str]:
+    """Diving48_vocab.json: 48 x [takeoff, somersault, twist, flight] -> names joined with '+'."""
+    vocab = load_json(path)
+    if not isinstance(vocab, list) or not all(isinstance(v, list) for v in vocab):
+        raise SourceError(f"{path}: expected a JSON array of [takeoff, somersault, twist, flight] arrays")
+    return ["+".join(str(part) for part in parts) for parts in vocab]
+
+
+def diving_entries(
+    rows: list, vocab: list[str], video_dir: Path, frame_range: bool, where: Path
+) -> Iterator[VideoEntry]:
+    if not isinstance(rows, list):
+        raise SourceError(f"{where}: expected a JSON array of clips")
+    for row in rows:
+        if not isinstance(row, dict) or "vid_name" not in row:
+            raise SourceError(f"{where}: an entry has no 'vid_name' ({str(row)[:60]})")
+        name, label, error = str(row["vid_name"]), row.get("label"), None
+        if label is not None and not (isinstance(label, int) and 0 <= label < len(vocab)):
+            error, label = f"unknown class {label!r} (vocabulary has {len(vocab)} classes)", None
+        start, end = 0, None
+        if frame_range:
+            start = int(row.get("start_frame") or 0)
+            end = int(row["end_frame"]) if row.get("end_frame") is not None else None
+        extra = {"start_frame": row.get("start_frame"), "end_frame": row.get("end_frame")}
+        label_name = vocab[label] if label is not None else None
+        yield VideoEntry(name, video_dir / f"{name}.mp4", label, label_name, error, start, end, extra)
+
+
+class Diving48Source(Source):
+    name = "diving48"
+    version = "1"
+    tasks = ("action",)
+    splits = ("train", "test")
+    description = "Diving48 V2 (mp4 + V2 JSONs, 48 classes, start/end frames honoured); views=K for test"
+
+    def items(self, split: str) -> Iterator[Item]:
+        root = need_root(self.root, self.name)
+        vocab = read_vocab(find_file(root, ("Diving48_vocab.json",), ANNOTATION_DIRS, "diving48 vocabulary"))
+        if split not in ("train", "test"):
+            raise SourceError(
+                f"diving48 has splits train and test (no official validation split), not {split!r}"
+            )
+        path = find_file(
+            root, (f"Diving48_V2_{split}.json",), ANNOTATION_DIRS, f"diving48 {split} annotations"
+        )
+        frame_range = choice_option(self.config, "frame_range", "1", ("0", "1")) == "1"
+        video_dir = find_dir(root, VIDEO_DIRS) or root
+        entries = diving_entries(load_json(path), vocab, video_dir, frame_range, path)
+        views = 1 if split == "train" else int_option(self.config, "views", 2)
+        yield from view_items(entries, split, views)
+
+    def load(self, item: Item) -> Sample:
+        random_train = (
+            choice_option(self.config, "train_sampling", "centre", ("centre", "random")) == "random"
+        )
+        clip, entry = decode_entry(item, self.config, random_train)
+        return clip_sample(item, clip, entry)

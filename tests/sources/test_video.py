@@ -1,0 +1,105 @@
+"""The ffmpeg filter-graph decoder: frame selection, geometry, rotation, odd sizes, VFR, padding, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from real_fixtures import add_rotation, corrupt, encode, index_frames, read_index
+
+from pipeline.video import VideoError, decode, decode_window, probe, sample_clip
+
+
+@pytest.fixture(scope="module")
+def clip30(tmp_path_factory):
+    return encode(tmp_path_factory.mktemp("video") / "c30.mp4", index_frames(40, 48, 64), 30)
+
+
+def indices_of(clip):
+    return [read_index(frame) for frame in clip.frames]
+
+
+def test_sample_clip_picks_frames_by_decoded_index_and_crops_the_centre_square(clip30):
+    clip = sample_clip(clip30, 24, lambda n: [0, 7, 7, 39])
+    assert clip.decoded == 40 and clip.padded == 0
+    assert clip.indices == indices_of(clip) == [0, 7, 7, 39]
+    assert clip.frames.shape == (4, 24, 24, 3) and clip.frames.dtype == np.uint8
+    assert clip.orig_hw == (48, 64) and clip.info.fps == pytest.approx(30.0)
+
+
+def test_centre_square_matches_the_engine_geometry(tmp_path):
+    frames = np.zeros((2, 40, 80, 3), np.uint8)
+    frames[:, :, 20:60] = 255  # only the centre square (x in [20, 60)) is white
+    clip = sample_clip(encode(tmp_path / "sq.mp4", frames, 10), 16, lambda n: [0])
+    assert clip.frames[0, :, 1:-1].min() > 200  # every kept column came from the white square
+
+
+def test_indices_past_the_end_repeat_the_last_frame_and_are_counted(clip30):
+    clip = sample_clip(clip30, 16, lambda n: range(38, 44))
+    assert clip.indices == [38, 39, 39, 39, 39, 39] and clip.padded == 4
+    assert indices_of(clip) == clip.indices
+
+
+def test_decode_window_seeks_to_grid_frames(clip30):
+    clip = decode_window(clip30, [25, 30, 30, 33], 16, rate=30)
+    assert clip.indices == indices_of(clip) == [25, 30, 30, 33] and clip.padded == 0
+    past = decode_window(clip30, [36, 39, 45, 50], 16, rate=30)
+    assert past.indices == [36, 39, 39, 39] and past.padded == 2
+
+
+def test_decode_window_resamples_other_rates_to_the_grid(tmp_path):
+    path = encode(tmp_path / "c25.mp4", index_frames(60, 48, 64), 25)
+    grid = [0, 6, 12, 30, 42]
+    clip = decode_window(path, grid, 16, rate=30)
+    # grid slot i shows the 25 fps frame nearest to i/30 s (what `ffmpeg -r 30` extraction stores)
+    assert indices_of(clip) == [round(i * 25 / 30) for i in grid]
+
+
+def test_decode_window_honours_a_start_time_offset(clip30):
+    clip = decode_window(clip30, [0, 3], 16, rate=30, start_time=0.5)  # index 0 is t=0.5 s = frame 15
+    assert indices_of(clip) == [15, 18]
+
+
+def test_rotation_metadata_is_applied_and_orig_hw_is_the_displayed_size(clip30):
+    rotated = add_rotation(clip30, 90)
+    assert probe(rotated).rotation in (90, 270)
+    clip = sample_clip(rotated, 16, lambda n: [5])
+    assert clip.orig_hw == (64, 48)
+    assert indices_of(clip) != [5]  # the index code is now left/right instead of top/bottom
+    frame = clip.frames[0]
+    assert 5 in (read_index(np.rot90(frame, k=1)), read_index(np.rot90(frame, k=-1)))  # pixels were turned
+
+
+def test_odd_frame_sizes_decode(tmp_path):
+    path = encode(tmp_path / "odd.webm", index_frames(9, 61, 97), 12, "vp9")
+    clip = sample_clip(path, 33, lambda n: range(n))
+    assert clip.frames.shape == (9, 33, 33, 3) and clip.orig_hw == (61, 97)
+    assert indices_of(clip) == list(range(9))
+
+
+def test_variable_frame_rate_counts_frames_not_time(tmp_path):
+    vf = "setpts='N/30/TB+if(gt(N,10),0.5/TB,0)+if(gt(N,20),0.7/TB,0)'"
+    path = encode(tmp_path / "vfr.mp4", index_frames(30, 48, 64), 30, vf=vf)
+    clip = sample_clip(path, 16, lambda n: range(n))
+    assert clip.decoded == 30 and indices_of(clip) == list(range(30))  # no duplicated or dropped frames
+
+
+def test_damaged_and_empty_files_raise_one_line_errors(tmp_path):
+    damaged = corrupt(encode(tmp_path / "bad.webm", index_frames(30, 72, 96), 12, "vp9"))
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(b"not a video" * 50)
+    for path, reason in (
+        (damaged, "cannot decode"),
+        (empty, "empty file"),
+        (junk, "cannot decode"),
+        (tmp_path / "gone.mp4", "no such file"),
+    ):
+        with pytest.raises(VideoError, match=reason) as caught:
+            sample_clip(path, 16, lambda n: [0])
+        assert "\n" not in str(caught.value)
+
+
+def test_plain_decode_still_scales_every_frame(clip30):
+    frames = decode(clip30, 32, 24)
+    assert frames.shape == (40, 24, 32, 3)
