@@ -2,15 +2,19 @@
 
 The ffmpeg binary comes from PATH or, when absent, from the `imageio-ffmpeg` wheel. That wheel
 ships no `ffprobe`, so stream properties are read from `ffmpeg -i`'s own stream report; the
-decoders below read it from the stderr of the decoding process itself, so a clip costs exactly one
-ffmpeg process (no separate probe).
+decoders below read it from the stderr of the decoding process itself (no separate probe).
 
-Two ways to cut a clip, both doing the spatial work inside the ffmpeg filter graph (centre square,
-then scale to `size x size`, then RGB), so the pipe carries only small frames:
+Two ways to cut a clip. Both keep the wanted frames with `select` *before* any spatial work, then
+do the spatial work inside the ffmpeg filter graph (centre square, scale to `size x size` and
+conversion to RGB in one swscale step), so only kept frames are scaled and converted, the pipe
+carries only kept frames, and the colours are exactly ffmpeg's own `-pix_fmt rgb24` conversion:
 
-- `sample_clip`: decode every frame, then pick frames by index in numpy. The frame count is the
-  number of frames the decoder produced, which is what "frame n" means for variable frame rate
-  files too. For short clips whose length is unknown up front (SSv2, Diving48, folders).
+- `sample_clip`: frames picked by decoded index from the video's length in frames (what "frame n"
+  means for variable frame rate files too), for short clips (SSv2, Diving48, folders). The length
+  is read up front from the container (`frame_count`: the MP4 sample table, or the WebM/Matroska
+  blocks), and checked against the number of frames the same ffmpeg process reports it decoded;
+  in the rare case they differ (an edit list that hides frames, an exotic file) the clip is cut
+  again from the decoder's count, so the frames chosen are always those of the exact count.
 - `decode_window`: frame indices on a fixed rate grid (`start_time + index / rate` seconds) inside a
   long video (Ego4D canonical videos, AVA movies). Seeks close to the first index, resamples to the
   grid with the `fps` filter (so a 25 fps or variable-rate file still maps index -> time like a
@@ -23,13 +27,18 @@ many frames they padded. ffmpeg applies rotation metadata (autorotate); `orig_hw
 
 from __future__ import annotations
 
+import mmap
+import os
 import re
 import shutil
+import struct
 import subprocess
-from collections.abc import Callable, Sequence
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import IO
 
 import ffmpeg
 import numpy as np
@@ -88,6 +97,29 @@ _DURATION = re.compile(r"Duration: (\d+):(\d{2}):(\d{2}(?:\.\d+)?)")
 _PREFIX = re.compile(r"^(\[[^\]]*\] )+")
 _LEVEL = re.compile(r"^(\[[^\]]*\] )*\[(?:info|verbose|debug|trace)\] ")
 _ERROR_LINE = re.compile(r"\[(?:error|fatal|panic)\] (.*)")
+# ffmpeg's end-of-run input statistics (verbose level): what the demuxer read and the decoder made
+_DECODED = re.compile(r"Input stream #\d+:\d+ \(video\): .*?(\d+) frames decoded")
+_PACKETS = re.compile(r"Input stream #\d+:\d+ \(video\): (\d+) packets read")
+
+# Input options for every decode: no audio, subtitle or data streams are demuxed or decoded.
+_VIDEO_ONLY = {"an": None, "sn": None, "dn": None}
+# Threads per ffmpeg process (decoder and filter graph). The engine runs one ffmpeg per video and
+# one video per worker, so single-threaded processes keep every core busy without the thread
+# hand-offs that cost ffmpeg ~5-10% more CPU per clip here; 0 means ffmpeg's own choice (one per
+# core), which is faster for a lone process decoding a long, large video.
+THREADS_ENV = "PVIT_FFMPEG_THREADS"
+
+
+def _threads() -> str:
+    value = os.environ.get(THREADS_ENV, "1")
+    if not value.isdigit():
+        raise VideoError(f"{THREADS_ENV} must be a non-negative integer, got {value!r}")
+    return value
+
+
+def _input(path: Path | str, **options: str) -> ffmpeg.nodes.FilterableStream:
+    """The first video stream of `path` as a filter-graph input (video only, `_threads()` threads)."""
+    return ffmpeg.input(str(path), threads=_threads(), **_VIDEO_ONLY, **options).video
 
 
 def parse_stream_report(report: str) -> VideoInfo | None:
@@ -127,9 +159,144 @@ def probe(path: Path | str) -> VideoInfo:
     return info
 
 
+# --- frame count from the container ------------------------------------------------------------
+
+
+class _Malformed(Exception):
+    """A container structure that does not parse; the frame count is then left to the decoder."""
+
+
+def frame_count(path: Path | str) -> int | None:
+    """Frames of the first video stream as the container states them, without decoding; None if unknown.
+
+    MP4/MOV: the sample count of the first video track's sample table (`stsz`/`stz2`). WebM and
+    Matroska keep no count, so the blocks (and laced frames) of the first video track are counted.
+    For ordinary files this is the number of frames ffmpeg decodes, but it is a claim, not a fact
+    (an edit list can hide samples, a codec can store frames it never shows): callers check it.
+    """
+    try:
+        with open(path, "rb") as file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            if data[:4] == b"\x1a\x45\xdf\xa3":
+                return _matroska_frame_count(data)
+            if data[4:8] in (b"ftyp", b"moov", b"mdat", b"free", b"skip", b"wide"):
+                return _mp4_frame_count(data)
+    except (OSError, ValueError, IndexError, struct.error, _Malformed):
+        pass  # unreadable, empty or damaged: the decoder will say what is wrong
+    return None
+
+
+def _boxes(data: mmap.mmap, start: int, end: int) -> Iterator[tuple[bytes, int, int]]:
+    """`(type, payload start, payload end)` of each ISO-BMFF box laid out in `data[start:end]`."""
+    while start + 8 <= end:
+        size, kind = struct.unpack_from(">I4s", data, start)
+        header = 8
+        if size == 1:  # 64-bit size follows the type
+            size, header = struct.unpack_from(">Q", data, start + 8)[0], 16
+        elif size == 0:  # the box runs to the end of its parent
+            size = end - start
+        if size < header or start + size > end:
+            raise _Malformed(kind)
+        yield kind, start + header, start + size
+        start += size
+
+
+def _child(data: mmap.mmap, span: tuple[int, int] | None, *path: bytes) -> tuple[int, int] | None:
+    """Payload span of the first box reached by following the box types `path` from `span`."""
+    for kind in path:
+        if span is None:
+            return None
+        span = next(((s, e) for k, s, e in _boxes(data, *span) if k == kind), None)
+    return span
+
+
+def _mp4_frame_count(data: mmap.mmap) -> int | None:
+    moov = _child(data, (0, len(data)), b"moov")
+    if moov is None or _child(data, moov, b"mvex") is not None:
+        return None  # no index yet, or a fragmented file whose samples live in `moof` boxes
+    for kind, start, end in _boxes(data, *moov):
+        if kind != b"trak":
+            continue
+        handler = _child(data, (start, end), b"mdia", b"hdlr")
+        if handler is None or data[handler[0] + 8 : handler[0] + 12] != b"vide":
+            continue  # audio, timecode, hint... tracks
+        stbl = _child(data, (start, end), b"mdia", b"minf", b"stbl")
+        sizes = _child(data, stbl, b"stsz") or _child(data, stbl, b"stz2")
+        if sizes is None:
+            return None
+        # stsz: version+flags, sample_size, sample_count; stz2: version+flags, field size, count
+        count = struct.unpack_from(">I", data, sizes[0] + 8)[0]
+        return count or None
+    return None
+
+
+_SEGMENT, _CLUSTER, _BLOCK_GROUP, _TRACKS = 0x18538067, 0x1F43B675, 0xA0, 0x1654AE6B
+_SIMPLE_BLOCK, _BLOCK, _TRACK_ENTRY, _TRACK_NUMBER, _TRACK_TYPE = 0xA3, 0xA1, 0xAE, 0xD7, 0x83
+# Masters whose children are walked in place rather than skipped (so unknown sizes are fine too).
+_WALK_INTO = {_SEGMENT, _CLUSTER, _BLOCK_GROUP}
+
+
+def _ebml_id(data: mmap.mmap, pos: int) -> tuple[int, int]:
+    """Element ID at `pos` (length marker kept, as IDs are written) and the position after it."""
+    length = 9 - data[pos].bit_length()
+    if not 1 <= length <= 4:
+        raise _Malformed(pos)
+    return int.from_bytes(data[pos : pos + length], "big"), pos + length
+
+
+def _ebml_size(data: mmap.mmap, pos: int) -> tuple[int | None, int]:
+    """Variable-length integer at `pos` (None for the all-ones "unknown size") and the position after."""
+    length = 9 - data[pos].bit_length()
+    if not 1 <= length <= 8:
+        raise _Malformed(pos)
+    mask = (1 << (7 * length)) - 1
+    value = int.from_bytes(data[pos : pos + length], "big") & mask
+    return (None if value == mask else value), pos + length
+
+
+def _elements(data: mmap.mmap, start: int, end: int) -> Iterator[tuple[int, int, int]]:
+    """`(id, payload start, payload end)` of the EBML elements in `data[start:end]`, walking into
+    Segment, Cluster and BlockGroup instead of over them."""
+    pos = start
+    while pos < end:
+        ident, pos = _ebml_id(data, pos)
+        size, pos = _ebml_size(data, pos)
+        if ident in _WALK_INTO:
+            continue
+        if size is None or pos + size > end:
+            raise _Malformed(ident)  # a leaf of unknown size, or a truncated file
+        yield ident, pos, pos + size
+        pos += size
+
+
+def _matroska_video_track(data: mmap.mmap, start: int, end: int) -> int | None:
+    """Track number of the first video TrackEntry in the Tracks element `data[start:end]`."""
+    for ident, entry_start, entry_end in _elements(data, start, end):
+        if ident != _TRACK_ENTRY:
+            continue
+        fields = {i: int.from_bytes(data[s:e], "big") for i, s, e in _elements(data, entry_start, entry_end)}
+        if fields.get(_TRACK_TYPE) == 1:
+            return fields.get(_TRACK_NUMBER)
+    return None
+
+
+def _matroska_frame_count(data: mmap.mmap) -> int | None:
+    video, counts = None, {}
+    for ident, start, end in _elements(data, 0, len(data)):
+        if ident == _TRACKS and video is None:
+            video = _matroska_video_track(data, start, end)
+        elif ident in (_SIMPLE_BLOCK, _BLOCK):
+            track, pos = _ebml_size(data, start)
+            laced = data[pos + 2] & 0x06  # flags after the track and a 16-bit timecode
+            counts[track] = counts.get(track, 0) + (data[pos + 3] + 1 if laced else 1)
+    return counts.get(video) if video is not None else None
+
+
+# --- running ffmpeg ------------------------------------------------------------------------------
+
+
 def decode(path: Path | str, width: int, height: int) -> np.ndarray:
     """Every frame of `path` as uint8 `[N, height, width, 3]`, scaled to `width x height`."""
-    stream = ffmpeg.input(str(path)).video.filter("scale", width, height)
+    stream = _input(path).filter("scale", width, height)
     frames, _ = _run(path, stream, width, height, max_frames=None)
     return frames
 
@@ -142,51 +309,131 @@ def _last_line(text: str) -> str:
     return (errors or lines or ["ffmpeg failed"])[0]
 
 
+def _check_file(path: Path | str) -> None:
+    if not Path(path).is_file():
+        raise VideoError(f"{path}: no such file")
+    if Path(path).stat().st_size == 0:
+        raise VideoError(f"{path}: empty file")
+
+
+def _failure(report: str) -> str:
+    """Why a `level+verbose` ffmpeg run failed: its first error-level line (verbose statistics such
+    as "0 decode errors" would fool `_last_line`), else `_last_line`."""
+    for line in report.splitlines():
+        found = _ERROR_LINE.search(line)
+        if found:
+            return found.group(1).strip()
+    return _last_line(report)
+
+
+def _check_report(path: Path | str, report: str) -> None:
+    """Raise for an error ffmpeg logged without failing (a damaged WebM cluster ends the stream early
+    with exit status 0)."""
+    for line in report.splitlines():
+        damaged = _ERROR_LINE.search(line)
+        if damaged:
+            raise VideoError(f"{path}: cannot decode ({damaged.group(1).strip()})")
+
+
+_FLAGS = ("-hide_banner", "-nostdin", "-nostats", "-xerror")
+
+
+def _read_into(stream: IO[bytes], buffer: np.ndarray) -> int:
+    """Fill `buffer` from `stream` until it is full or the stream ends; return the bytes read."""
+    view, filled = memoryview(buffer), 0
+    while filled < len(buffer):
+        got = stream.readinto(view[filled:])
+        if not got:
+            break
+        filled += got
+    return filled
+
+
+def _execute(path: Path | str, args: list[str], expected: int) -> tuple[np.ndarray, str]:
+    """Run ffmpeg `args`; return its stdout as uint8 and its stderr.
+
+    stdout is read straight into a numpy buffer sized for the `expected` bytes (grown if more come),
+    which saves joining the pipe's chunks and copying them again; stderr goes to a temporary file,
+    so neither pipe can fill up and stall ffmpeg while the other is read.
+    """
+    with tempfile.TemporaryFile() as log:
+        process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log)
+        assert process.stdout is not None
+        with process.stdout:
+            buffer = np.empty(expected, np.uint8)
+            filled = _read_into(process.stdout, buffer)
+            more = process.stdout.read() if filled == expected else b""
+        code = process.wait()
+        log.seek(0)
+        report = log.read().decode(errors="replace")
+    if code != 0:
+        raise VideoError(f"{path}: cannot decode ({_failure(report)})")
+    _check_report(path, report)
+    if more:
+        return np.concatenate([buffer, np.frombuffer(more, np.uint8)]), report
+    return buffer[:filled], report
+
+
 def _run(
     path: Path | str,
     stream: ffmpeg.nodes.FilterableStream,
     width: int,
     height: int,
     max_frames: int | None,
-    pix_fmt: str = "rgb24",
+    expected_frames: int = 1,
+    allow_empty: bool = False,
 ) -> tuple[np.ndarray, str]:
-    """Run one ffmpeg process for `stream`; return its frames `[N,height,width,3]` and its stderr.
+    """Run one ffmpeg process for `stream`; return its RGB frames `[N,height,width,3]` and its stderr.
 
     `-xerror` turns a decode error (a corrupt or truncated file) into a failure instead of a silently
     shorter clip; `fps_mode passthrough` stops ffmpeg from duplicating or dropping frames to make a
-    variable-rate input constant-rate.
+    variable-rate input constant-rate. Verbose logging adds the end-of-run count of decoded frames.
+    `level+` tags every stderr line with its level, so errors logged without failing are found.
     """
-    if not Path(path).is_file():
-        raise VideoError(f"{path}: no such file")
-    if Path(path).stat().st_size == 0:
-        raise VideoError(f"{path}: empty file")
-    output_args: dict = {"format": "rawvideo", "pix_fmt": pix_fmt, "fps_mode": "passthrough"}
+    _check_file(path)
+    output_args: dict = {"format": "rawvideo", "pix_fmt": "rgb24", "fps_mode": "passthrough"}
     if max_frames is not None:
         output_args["frames:v"] = max_frames
-    # level+info tags every stderr line with its level, so an error the demuxer logs without
-    # failing (a damaged WebM cluster ends the stream early with exit status 0) is still caught.
-    flags = ("-hide_banner", "-nostats", "-loglevel", "level+info", "-xerror")
+        expected_frames = max_frames
+    threads = _threads()
+    flags = (
+        *_FLAGS,
+        "-filter_threads",
+        threads,
+        "-filter_complex_threads",
+        threads,
+        "-loglevel",
+        "level+verbose",
+    )
     command = stream.output("pipe:", **output_args).global_args(*flags)
-    try:
-        out, err = command.run(cmd=ffmpeg_exe(), capture_stdout=True, capture_stderr=True)
-    except ffmpeg.Error as error:
-        raise VideoError(
-            f"{path}: cannot decode ({_last_line(error.stderr.decode(errors='replace'))})"
-        ) from None
-    report = err.decode(errors="replace")
-    for line in report.splitlines():
-        damaged = _ERROR_LINE.search(line)
-        if damaged:
-            raise VideoError(f"{path}: cannot decode ({damaged.group(1).strip()})")
-    frames = np.frombuffer(out, dtype=np.uint8)
-    frame_bytes = width * height * 3 // (2 if pix_fmt == "yuv420p" else 1)
-    if frames.size == 0:
+    frame_bytes = width * height * 3
+    frames, report = _execute(path, command.compile(cmd=ffmpeg_exe()), expected_frames * frame_bytes)
+    if frames.size == 0 and not allow_empty:
         raise VideoError(f"{path}: decoded no frames")
     if frames.size % frame_bytes:
         raise VideoError(f"{path}: truncated frame in ffmpeg output")
-    if pix_fmt == "yuv420p":
-        return frames.reshape(-1, frame_bytes), report
     return frames.reshape(-1, height, width, 3), report
+
+
+def _packet_count(path: Path | str) -> int:
+    """Packets of the first video stream, from a demux-only ffmpeg pass (no decoding): the frame
+    count of a container `frame_count` cannot read, to be checked against the decoder like it."""
+    _check_file(path)
+    command = [ffmpeg_exe(), *_FLAGS, "-loglevel", "level+verbose", "-an", "-sn", "-dn", "-i", str(path)]
+    command += ["-map", "0:v:0", "-c", "copy", "-f", "null", "-"]
+    result = subprocess.run(command, capture_output=True, text=True, errors="replace")
+    if result.returncode != 0:
+        raise VideoError(f"{path}: cannot decode ({_failure(result.stderr)})")
+    _check_report(path, result.stderr)
+    found = _PACKETS.search(result.stderr)
+    return int(found.group(1)) if found else 0
+
+
+def _decoded(path: Path | str, report: str) -> int:
+    found = _DECODED.search(report)
+    if found is None:
+        raise VideoError(f"{path}: ffmpeg did not report how many frames it decoded")
+    return int(found.group(1))
 
 
 def _square(stream: ffmpeg.nodes.FilterableStream, size: int) -> ffmpeg.nodes.FilterableStream:
@@ -194,7 +441,8 @@ def _square(stream: ffmpeg.nodes.FilterableStream, size: int) -> ffmpeg.nodes.Fi
 
     Cropping before scaling is the engine's geometry (`pipeline.geometry.centre_square`), so boxes
     mapped with `centre_square` + `crop_boxes` line up with these pixels, and only the kept pixels
-    are scaled.
+    are scaled. Scaling and RGB conversion are one swscale step, exactly what
+    `ffmpeg -vf crop=...,scale=...:flags=bilinear -pix_fmt rgb24` produces.
     """
     side = "min(iw,ih)"
     return (
@@ -202,6 +450,18 @@ def _square(stream: ffmpeg.nodes.FilterableStream, size: int) -> ffmpeg.nodes.Fi
         .filter("scale", size, size, flags="bilinear")
         .filter("format", "rgb24")
     )
+
+
+def _selection(indices: Sequence[int]) -> str:
+    """A `select` expression true for the sorted, distinct frame numbers `indices`: runs of
+    consecutive numbers become one `between` term, so even "every frame" stays short."""
+    terms, start = [], 0
+    for k in range(1, len(indices) + 1):
+        if k == len(indices) or indices[k] != indices[k - 1] + 1:
+            first, last = indices[start], indices[k - 1]
+            terms.append(f"eq(n,{first})" if first == last else f"between(n,{first},{last})")
+            start = k
+    return "+".join(terms)
 
 
 def _info(path: Path | str, report: str) -> VideoInfo:
@@ -229,62 +489,72 @@ def _pad(
             k, padded = last, padded + 1
         picks.append(k)
         used.append(int(available[k]))
+    if picks == list(range(len(frames))):
+        return frames, used, padded  # every decoded frame once, in order: no copy needed
     return frames[picks], used, padded
 
 
-def _lut(scale: float, offset: int) -> np.ndarray:
-    return np.round((np.arange(256) - offset) * scale * 32).astype(np.int16)
+# --- cutting clips -------------------------------------------------------------------------------
 
 
-# BT.601 limited range (swscale's default for YUV -> RGB), fixed point with 5 fractional bits so
-# every intermediate fits int16: R = Y' + 1.596 V', G = Y' - 0.392 U' - 0.813 V', B = Y' + 2.017 U'.
-_LUT_Y, _LUT_RV, _LUT_GU = _lut(1.164, 16), _lut(1.596, 128), _lut(-0.392, 128)
-_LUT_GV, _LUT_BU = _lut(-0.813, 128), _lut(2.017, 128)
+def _wanted(path: Path | str, pick: Callable[[int], Sequence[int]], count: int) -> list[int]:
+    wanted = [int(i) for i in pick(count)]
+    if not wanted:
+        raise VideoError(f"{path}: no frames requested")
+    if min(wanted) < 0:
+        raise VideoError(f"{path}: negative frame index requested")
+    return wanted
 
 
-def yuv420_to_rgb(planes: np.ndarray, size: int) -> np.ndarray:
-    """Packed yuv420p frames `[N, 1.5*size*size]` -> uint8 RGB `[N,size,size,3]`.
+def _cut(
+    path: Path | str, size: int, wanted: list[int], claimed: int
+) -> tuple[np.ndarray, list[int], str, int]:
+    """Decode every frame of `path`, keeping frames `wanted` (those that exist) in one process.
 
-    Chroma terms are computed at chroma resolution and broadcast over each 2x2 block, which is
-    several times faster than upsampling U and V first.
+    Returns the kept frames (sorted, distinct), their indices, ffmpeg's report and how many frames
+    the decoder produced. The whole file is decoded even after the last kept frame: the count is
+    what proves that the indices were chosen from the right length.
     """
-    count, half, area = len(planes), size // 2, size * size
-    luma = _LUT_Y[planes[:, :area].reshape(count, half, 2, half, 2)]
-    u = planes[:, area : area + half * half].reshape(count, half, 1, half, 1)
-    v = planes[:, area + half * half :].reshape(count, half, 1, half, 1)
-    out = np.empty((count, half, 2, half, 2, 3), np.uint8)
-    for channel, chroma in enumerate((_LUT_RV[v], _LUT_GU[u] + _LUT_GV[v], _LUT_BU[u])):
-        mixed = luma + chroma
-        mixed += 16  # round to nearest on the shift below
-        mixed >>= 5
-        np.clip(mixed, 0, 255, out=mixed)
-        out[..., channel] = mixed
-    return out.reshape(count, size, size, 3)
+    unique = sorted(set(wanted))
+    source = _input(path)
+    stream = _square(source.filter("select", _selection(unique)), size)
+    expected = sum(index < claimed for index in unique)
+    frames, report = _run(path, stream, size, size, None, expected_frames=expected, allow_empty=True)
+    decoded = _decoded(path, report)
+    kept = [index for index in unique if index < decoded]
+    if len(frames) != len(kept):
+        raise VideoError(f"{path}: kept {len(frames)} frames, expected {len(kept)} of {decoded}")
+    return frames, kept, report, decoded
 
 
 def sample_clip(path: Path | str, size: int, pick: Callable[[int], Sequence[int]]) -> Clip:
-    """Decode every frame of `path` at `size x size`, then keep frames `pick(num_frames)`.
+    """Frames `pick(num_frames)` of `path` at `size x size`, where frame n is the n-th decoded frame.
 
-    `pick` gets the number of decoded frames and returns the source indices wanted; indices past
-    the end repeat the last frame (`Clip.padded` counts them). Every frame crosses the pipe, so for
-    an even `size` they cross as yuv420p (half the bytes of RGB, and no RGB conversion of frames
-    that are thrown away); only the kept frames are converted to RGB, in numpy.
+    `pick` gets the number of frames and returns the source indices wanted; indices past the end
+    repeat the last frame (`Clip.padded` counts them). `pick` may be called more than once (with
+    the container's count, then with the decoder's if that differs), so it must be a pure function
+    of the count: its answer for the true count is what the clip holds.
     """
-    source = ffmpeg.input(str(path)).video
-    if size % 2:
-        frames, report = _run(path, _square(source, size), size, size, max_frames=None)
-    else:
-        side = "min(iw,ih)"
-        stream = source.filter("crop", side, side).filter("scale", size, size, flags="bilinear")
-        planes, report = _run(path, stream.filter("format", "yuv420p"), size, size, None, "yuv420p")
-        frames = planes
-    wanted = [int(i) for i in pick(len(frames))]
-    if any(i < 0 for i in wanted):
-        raise VideoError(f"{path}: negative frame index requested")
-    chosen, used, padded = _pad(frames, wanted, range(len(frames)))
-    if size % 2 == 0:
-        chosen = yuv420_to_rgb(chosen, size)
-    return Clip(np.ascontiguousarray(chosen), used, padded, _info(path, report), len(frames))
+    _check_file(path)
+    claimed = frame_count(path)
+    if claimed is None:
+        claimed = _packet_count(path)
+    try:
+        wanted: list[int] | None = _wanted(path, pick, claimed)
+    except Exception:
+        # The claimed count is unchecked, and a wrong one must not make `pick` refuse the video
+        # ("start frame past the end"): decode for the true count, and ask `pick` again below.
+        wanted = None
+    frames, kept, report, decoded = _cut(path, size, wanted or [0], claimed)
+    if decoded == 0:
+        raise VideoError(f"{path}: decoded no frames")
+    if wanted is None or decoded != claimed:  # choose from the decoder's count (re-raises if `pick` must)
+        wanted = _wanted(path, pick, decoded)
+        frames, kept, report, again = _cut(path, size, wanted, decoded)
+        if again != decoded:
+            raise VideoError(f"{path}: decoded {decoded} frames, then {again}")
+    chosen, used, padded = _pad(frames, wanted, kept)
+    return Clip(np.ascontiguousarray(chosen), used, padded, _info(path, report), decoded)
 
 
 def decode_window(
@@ -302,11 +572,11 @@ def decode_window(
     unique = sorted(set(wanted))
     base = max(0, unique[0] - lead)
     seek = start_time + base / rate
-    source = ffmpeg.input(str(path), ss=f"{seek:.6f}") if seek > 0 else ffmpeg.input(str(path))
+    source = _input(path, ss=f"{seek:.6f}") if seek > 0 else _input(path)
     # start_time=0 anchors the grid at the seek point even when the first kept frame is a little
     # late (a source rate that is not a multiple of `rate`); the slot before it repeats that frame.
-    grid = source.video.filter("fps", fps=rate, start_time=0, round="near")
-    chosen = "+".join(f"eq(n,{index - base})" for index in unique)
+    grid = source.filter("fps", fps=rate, start_time=0, round="near")
+    chosen = _selection([index - base for index in unique])
     stream = _square(grid.filter("select", chosen), size)
     frames, report = _run(path, stream, size, size, max_frames=len(unique))
     frames, used, padded = _pad(frames, wanted, unique[: len(frames)])

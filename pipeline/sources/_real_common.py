@@ -146,11 +146,12 @@ def decode_entry(item: Item, config: BuildConfig, random_train: bool = False) ->
         raise Quarantine(entry.error)
     if not entry.path.is_file():
         raise Quarantine(f"video missing: {entry.path}")
-    rng = None
-    if random_train and item.split == "train":
-        rng = np.random.default_rng(stable_seed(config.seed, item.id))
+    seed = stable_seed(config.seed, item.id) if random_train and item.split == "train" else None
 
     def pick(decoded: int) -> list[int]:
+        # A fresh generator per call: `sample_clip` may ask twice (container count, then decoder
+        # count), and the answer for a given count must not depend on an earlier call.
+        rng = None if seed is None else np.random.default_rng(seed)
         last = decoded - 1 if entry.end is None else min(entry.end, decoded - 1)
         if entry.start > last:
             raise Quarantine(f"start frame {entry.start} is past the video's last frame {decoded - 1}")

@@ -429,3 +429,21 @@ def make_something_else(root: Path) -> None:
         encode(
             root / "20bn-something-something-v2" / f"{video_id}.webm", index_frames(count, 72, 128), 12, "vp9"
         )
+
+
+# --- colour ------------------------------------------------------------------------------------
+
+SATURATED = np.array(
+    [[255, 0, 0], [0, 255, 0], [0, 0, 255], [0, 255, 255], [255, 0, 255], [255, 255, 0], [255, 128, 0]]
+    + [[128, 0, 255], [0, 0, 0], [255, 255, 255]],
+    dtype=np.uint8,
+)
+
+
+def colour_block_frames(count: int, height: int, width: int, block: int = 6, seed: int = 0) -> np.ndarray:
+    """Random blocks of saturated colours, offset so block edges fall inside 2x2 chroma cells: the
+    worst case for a YUV -> RGB conversion that handles chroma differently from ffmpeg's."""
+    rng = np.random.default_rng(seed)
+    cells = rng.integers(0, len(SATURATED), (count, height // block + 1, width // block + 1))
+    frames = SATURATED[cells].repeat(block, axis=1).repeat(block, axis=2)
+    return np.ascontiguousarray(frames[:, 1 : height + 1, 3 : width + 3])

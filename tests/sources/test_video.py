@@ -1,12 +1,16 @@
-"""The ffmpeg filter-graph decoder: frame selection, geometry, rotation, odd sizes, VFR, padding, errors."""
+"""The ffmpeg filter-graph decoder: frame selection, geometry, rotation, odd sizes, VFR, padding, errors,
+colour exactness against ffmpeg's own RGB, and container frame counts."""
 
 from __future__ import annotations
 
+import subprocess
+
 import numpy as np
 import pytest
-from real_fixtures import add_rotation, corrupt, encode, index_frames, read_index
+from real_fixtures import add_rotation, colour_block_frames, corrupt, encode, index_frames, read_index
 
-from pipeline.video import VideoError, decode, decode_window, probe, sample_clip
+from pipeline import video
+from pipeline.video import VideoError, decode, decode_window, ffmpeg_exe, frame_count, probe, sample_clip
 
 
 @pytest.fixture(scope="module")
@@ -103,3 +107,81 @@ def test_damaged_and_empty_files_raise_one_line_errors(tmp_path):
 def test_plain_decode_still_scales_every_frame(clip30):
     frames = decode(clip30, 32, 24)
     assert frames.shape == (40, 24, 32, 3)
+
+
+def ffmpeg_rgb(path, size: int) -> np.ndarray:
+    """ffmpeg's own answer: the same centre square and scale, RGB by `-pix_fmt rgb24`, every frame."""
+    side = "min(iw\\,ih)"
+    vf = f"crop={side}:{side},scale={size}:{size}:flags=bilinear"
+    cmd = [
+        ffmpeg_exe(),
+        "-v",
+        "error",
+        "-i",
+        str(path),
+        "-vf",
+        vf,
+        "-pix_fmt",
+        "rgb24",
+        "-f",
+        "rawvideo",
+        "-",
+    ]
+    out = subprocess.run(cmd, capture_output=True, check=True).stdout
+    return np.frombuffer(out, np.uint8).reshape(-1, size, size, 3)
+
+
+@pytest.mark.parametrize(
+    ("codec", "suffix", "size"), [("h264", "mp4", 40), ("vp9", "webm", 224), ("h264", "mp4", 33)]
+)
+def test_colours_match_ffmpegs_own_rgb_conversion(tmp_path, codec, suffix, size):
+    path = encode(tmp_path / f"colour.{suffix}", colour_block_frames(6, 72, 96), 12, codec)
+    reference = ffmpeg_rgb(path, size)
+    assert reference.min() == 0 and reference.max() == 255  # the fixture really is saturated
+    clip = sample_clip(path, size, lambda n: [1, 4, 5])
+    difference = np.abs(clip.frames.astype(int) - reference[[1, 4, 5]])
+    assert difference.max() <= 2  # the contract; measured: 0 (the same swscale step as the reference)
+
+
+@pytest.mark.parametrize(("codec", "suffix"), [("h264", "mp4"), ("vp9", "webm"), ("h264", "mkv")])
+def test_container_frame_count_is_the_decoded_count(tmp_path, codec, suffix):
+    path = encode(tmp_path / f"n.{suffix}", index_frames(23, 48, 64), 12, codec)
+    assert frame_count(path) == 23 == sample_clip(path, 16, lambda n: [0]).decoded
+
+
+def test_a_wrong_container_count_never_changes_the_frames_chosen(tmp_path, clip30, monkeypatch):
+    def rule(n):  # like the adapters: refuses a start past the end
+        if n < 30:
+            raise ValueError("start past the end")
+        return [30, n // 2, n - 1, n + 2]
+
+    exact = sample_clip(clip30, 16, rule)
+    assert exact.decoded == 40 and exact.indices == indices_of(exact) == [30, 20, 39, 39]
+    for claim in (None, 12, 39, 41, 400):
+        monkeypatch.setattr(video, "frame_count", lambda path, claim=claim: claim)
+        clip = sample_clip(clip30, 16, rule)
+        assert (clip.indices, clip.padded, clip.decoded) == (exact.indices, exact.padded, exact.decoded)
+        np.testing.assert_array_equal(clip.frames, exact.frames)
+    monkeypatch.setattr(video, "frame_count", lambda path: 40)  # a right count: the refusal stands
+    with pytest.raises(ValueError, match="past the end"):
+        sample_clip(clip30, 16, lambda n: rule(n - 20))
+
+
+def test_an_edit_list_that_hides_frames_is_caught_by_the_decoders_count(tmp_path, clip30):
+    cut = tmp_path / "cut.mp4"  # a stream copy from 0.5 s: all 40 samples stored, the first 15 hidden
+    cmd = [ffmpeg_exe(), "-v", "error", "-ss", "0.5", "-i", str(clip30), "-c", "copy", str(cut)]
+    subprocess.run(cmd, check=True)
+    assert frame_count(cut) == 40
+    clip = sample_clip(cut, 16, lambda n: [0, n - 1])
+    assert clip.decoded == 25 and indices_of(clip) == [15, 39]
+
+
+def test_containers_without_a_readable_count_fall_back_to_ffmpeg(tmp_path):
+    path = encode(tmp_path / "a.avi", index_frames(21, 48, 64), 12)
+    assert frame_count(path) is None
+    clip = sample_clip(path, 16, lambda n: [n // 2, n - 1])
+    assert clip.decoded == 21 and indices_of(clip) == [10, 20]
+
+
+def test_selection_joins_runs_of_frames():
+    assert video._selection([0, 1, 2, 5, 7, 8]) == "between(n,0,2)+eq(n,5)+between(n,7,8)"
