@@ -16,6 +16,7 @@ $(STAMP): pyproject.toml model/pyproject.toml
 demo: $(STAMP)
 	$(BIN)/pvit-pipeline build --source procedural --out shards/ --frames 8 --size 64 --label-size 16 --num-samples 640
 	$(BIN)/pvit-pipeline verify shards/procedural
+	$(BIN)/python train/main.py --recipe train/recipes/demo_procedural.yaml --shards shards
 
 test: $(STAMP)
 	$(BIN)/pytest -q

@@ -1,0 +1,302 @@
+"""The streaming loader: sample spans read from the tars, decoded, augmented and collated in workers.
+
+Each step takes one batch from every stream (real, synthetic). Which samples form that batch is a pure
+function of (seed, step, rank) through `train.plan`, so workers need no shared state, resuming is starting at
+a step, and batches are bit-identical whatever the worker count. Each sample is read straight from its byte
+span (manifest offset/size) and its members are split by webdataset's tar iterator.
+
+A worker yields uint8 clips and labels at their stored dtypes; the float conversion and normalisation happen
+on the training device (`to_device`), which keeps inter-process traffic 4x smaller.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from webdataset.tariterators import group_by_keys, tar_file_iterator
+
+from pipeline.reader import decode_sample
+from pipeline.schema import BOX_CLS_PADDING, REAL_TASKS, SEGM_IGNORE, SYNTHETIC_TASKS, TASK_BIT, TASKS
+from train.augment import eval_view, random_augment
+from train.plan import StreamPlan, _rng
+from train.sources import SourceData, SplitTable
+
+# torchvision's video models (MViTv2 K400 weights included) expect these.
+MEAN = (0.45, 0.45, 0.45)
+STD = (0.225, 0.225, 0.225)
+LABEL_KEYS = {"depth": "depth.npy", "normal": "normal.npy", "segm": "segm.npy", "pose3d": "pose3d.npy"}
+ROLE_TASKS = {"real": REAL_TASKS, "synthetic": SYNTHETIC_TASKS}
+
+
+def role_mask(role: str) -> int:
+    """Bits a stream may use: the real stream its real-task labels, the synthetic stream its scene labels."""
+    return sum(1 << TASK_BIT[t] for t in ROLE_TASKS[role])
+
+
+def read_span(path: str, offset: int, size: int, files: dict | None = None) -> dict[str, bytes]:
+    """The members of the one sample stored at `offset` in the tar `path` (`{"meta.json": b"..."}`)."""
+    handle = files.get(path) if files is not None else None
+    if handle is None:
+        handle = open(path, "rb")  # noqa: SIM115 - kept open across samples in `files`
+        if files is not None:
+            files[path] = handle
+    handle.seek(offset)
+    data = handle.read(size)
+    if files is None:
+        handle.close()
+    files_in_span = ({**member, "__url__": path} for member in tar_file_iterator(io.BytesIO(data)))
+    for sample in group_by_keys(files_in_span):
+        return {name: value for name, value in sample.items() if not name.startswith("__")}
+    raise ValueError(f"{path}: no sample at byte {offset}")
+
+
+def sample_arrays(sample: dict, allowed: int, box_slots: int) -> dict:
+    """The labels of one decoded sample that its stream may use, plus its availability mask."""
+    mask = int(sample["meta"]["mask"]) & allowed
+    out: dict = {"video": np.ascontiguousarray(sample["video"]), "mask": mask}
+    if mask >> TASK_BIT["action"] & 1:
+        out["action"] = int(sample["meta"]["label"])
+    for task, member in LABEL_KEYS.items():
+        if mask >> TASK_BIT[task] & 1:
+            out[task] = np.ascontiguousarray(sample[member])
+    if mask >> TASK_BIT["boxes"] & 1:
+        out["boxes"], out["boxes_cls"] = fit_slots(sample["boxes.npy"], sample["boxes_cls.npy"], box_slots)
+    return out
+
+
+def fit_slots(boxes: np.ndarray, classes: np.ndarray, slots: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pad (NaN / -1) or cut the box slots of `[T, O, 4]` / `[T, O]` to the model's `slots`."""
+    t, have = classes.shape
+    out_boxes = np.full((t, slots, 4), np.nan, dtype=np.float32)
+    out_cls = np.full((t, slots), BOX_CLS_PADDING, dtype=np.int64)
+    keep = min(have, slots)
+    out_boxes[:, :keep], out_cls[:, :keep] = boxes[:, :keep], classes[:, :keep]
+    return out_boxes, out_cls
+
+
+# Placeholders for a sample lacking a label other samples of its batch have (DESIGN §2: masked anyway).
+def _placeholder(task: str, like: np.ndarray) -> np.ndarray:
+    if task == "segm":
+        return np.full(like.shape, SEGM_IGNORE, dtype=like.dtype)
+    if task == "boxes_cls":
+        return np.full(like.shape, BOX_CLS_PADDING, dtype=like.dtype)
+    return np.full(like.shape, np.nan, dtype=like.dtype)
+
+
+def collate(items: list[dict]) -> dict[str, torch.Tensor]:
+    """Stack samples with different label sets: placeholders where a label is absent, plus `mask`.
+
+    A task no sample of the batch has is left out altogether (the loss then adds nothing for it).
+    """
+    batch = {
+        "video": torch.from_numpy(np.stack([item["video"] for item in items])),
+        "mask": torch.tensor(
+            [[item["mask"] >> bit & 1 for bit in range(len(TASKS))] for item in items]
+        ).bool(),
+    }
+    if any("action" in item for item in items):
+        batch["action"] = torch.tensor([item.get("action", -1) for item in items], dtype=torch.int64)
+    for task in (*LABEL_KEYS, "boxes", "boxes_cls"):
+        present = [item[task] for item in items if task in item]
+        if not present:
+            continue
+        filler = _placeholder(task, present[0])
+        stacked = np.stack([item.get(task, filler) for item in items])
+        if task == "segm":
+            stacked = stacked.astype(np.int32)  # torch has no general uint16 support
+        batch[task] = torch.from_numpy(stacked)
+    return batch
+
+
+@dataclass
+class StreamSpec:
+    """One stream on one rank: its plan, the split tables it reads, and its per-rank batch size."""
+
+    role: str  # "real" or "synthetic"
+    plan: StreamPlan
+    sources: list[SourceData]
+    tables: list[SplitTable]
+    batch_size: int  # per rank
+    world: int
+    rank: int
+    _cache: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def batches_per_epoch(self) -> int:
+        return self.plan.per_rank(self.world) // self.batch_size
+
+    def rows(self, step: int) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
+        """(epoch, source index, row index, position in the rank's epoch) of the samples of `step`."""
+        epoch, batch = divmod(step, self.batches_per_epoch)
+        if epoch not in self._cache:
+            self._cache.clear()  # one epoch at a time: orders are cheap to recompute
+            self._cache[epoch] = self.plan.rank_order(epoch, self.rank, self.world)
+        source, rows = self._cache[epoch]
+        span = slice(batch * self.batch_size, (batch + 1) * self.batch_size)
+        return epoch, source[span], rows[span], np.arange(span.start, span.stop)
+
+
+@dataclass
+class Geometry:
+    label_size: int
+    stride: int
+    box_slots: int
+
+
+class MixedBatches(IterableDataset):
+    """Steps `start..stop-1`, each `{"step", "real": batch, "synthetic": batch}`; worker w makes every k-th.
+
+    DataLoader collects worker outputs round-robin from worker 0, so worker w serving steps start+w,
+    start+w+k, ... returns them in step order.
+    """
+
+    def __init__(
+        self,
+        streams: list[StreamSpec],
+        start: int,
+        stop: int,
+        geometry: Geometry,
+        seed: int,
+        scale: tuple[float, float] = (1.0, 1.0),
+        flip: bool = False,
+    ) -> None:
+        super().__init__()
+        self.streams, self.start, self.stop, self.geometry = streams, start, stop, geometry
+        self.seed, self.scale, self.flip = seed, scale, flip
+        self.files: dict = {}
+
+    def __iter__(self):
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        if info:
+            torch.set_num_threads(1)  # workers are many; let each use one core
+        for step in range(self.start + worker, self.stop, workers):
+            yield self.batch(step)
+
+    def batch(self, step: int) -> dict:
+        out: dict = {"step": step}
+        for stream_id, stream in enumerate(self.streams):
+            epoch, sources, rows, places = stream.rows(step)
+            items = []
+            for source, row, place in zip(sources, rows, places, strict=True):
+                rng = _rng(self.seed, stream_id, epoch, stream.rank, int(place), 7)
+                sample = self.load(stream, int(source), int(row))
+                sample = random_augment(sample, rng, self.scale, self.flip, self.geometry.label_size,
+                                        self.geometry.stride)  # fmt: skip
+                items.append(sample_arrays(sample, role_mask(stream.role), self.geometry.box_slots))
+            batch = collate(items)
+            batch["source"] = torch.as_tensor(sources)
+            out[stream.role] = batch
+        return out
+
+    def load(self, stream: StreamSpec, source: int, row: int) -> dict:
+        table, data = stream.tables[source], stream.sources[source]
+        members = read_span(data.shards[int(table.shard[row])], int(table.offset[row]), int(table.size[row]),
+                            self.files)  # fmt: skip
+        return decode_sample(f"{data.name}:{row}", members)
+
+
+class EvalBatches(IterableDataset):
+    """One split of one source in manifest order, this rank's padded slice, with `views` spatial crops each.
+
+    Every rank gets the same number of batches; `valid` marks the padding repeats so metrics skip them.
+    """
+
+    def __init__(
+        self, source: SourceData, split: str, role: str, rank: int, world: int, batch_size: int,
+        geometry: Geometry, views: int = 1, zoom: float = 1.15,
+    ) -> None:  # fmt: skip
+        super().__init__()
+        self.source, self.table, self.role = source, source.split(split), role
+        self.rank, self.world, self.batch_size = rank, world, batch_size
+        self.geometry, self.views, self.zoom = geometry, views, zoom
+        self.files: dict = {}
+        total = len(self.table)
+        self.per_rank = -(-total // world)
+        self.positions = np.arange(rank * self.per_rank, (rank + 1) * self.per_rank)
+        self.rows = self.positions % total
+
+    def __len__(self) -> int:
+        return -(-self.per_rank // self.batch_size)
+
+    def __iter__(self):
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        for index in range(worker, len(self), workers):
+            yield self.batch(index)
+
+    def batch(self, index: int) -> dict:
+        span = slice(index * self.batch_size, (index + 1) * self.batch_size)
+        items, groups = [], []
+        for row in self.rows[span]:
+            table = self.table
+            members = read_span(self.source.shards[int(table.shard[row])], int(table.offset[row]),
+                                int(table.size[row]), self.files)  # fmt: skip
+            sample = decode_sample(str(row), members)
+            meta = sample["meta"]
+            groups.append(str(meta.get("video_id", meta.get("id", row))))
+            for view in range(self.views):
+                viewed = eval_view(
+                    sample, view, self.views, self.zoom, self.geometry.label_size, self.geometry.stride
+                )
+                items.append(sample_arrays(viewed, role_mask(self.role), self.geometry.box_slots))
+        batch = collate(items)
+        batch["valid"] = torch.from_numpy(self.positions[span] < len(self.table))
+        batch["groups"] = groups
+        batch["views"] = self.views
+        return batch
+
+
+def make_loader(dataset: IterableDataset, workers: int) -> DataLoader:
+    """batch_size=None: the dataset batches itself (webdataset's recommendation for streaming)."""
+    return DataLoader(
+        dataset,
+        batch_size=None,
+        num_workers=workers,
+        pin_memory=torch.cuda.is_available(),
+        prefetch_factor=4 if workers else None,
+        persistent_workers=False,
+    )
+
+
+def to_device(batch: dict, device: torch.device) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """uint8 `[B,T,H,W,3]` -> normalised float `[B,3,T,H,W]` on `device`, and the targets."""
+    video = batch["video"].to(device, non_blocking=True).permute(0, 4, 1, 2, 3).float().div_(255)
+    mean = torch.tensor(MEAN, device=device).view(1, 3, 1, 1, 1)
+    std = torch.tensor(STD, device=device).view(1, 3, 1, 1, 1)
+    video = (video - mean) / std
+    targets = {k: v.to(device, non_blocking=True) for k, v in batch.items() if k in TARGET_KEYS}
+    for key in ("depth", "normal"):
+        if key in targets:
+            targets[key] = targets[key].float()
+    if "segm" in targets:
+        targets["segm"] = targets["segm"].long()
+    return video, targets
+
+
+TARGET_KEYS = ("mask", "action", "depth", "normal", "segm", "pose3d", "boxes", "boxes_cls")
+
+
+def merge(parts: list[dict]) -> dict:
+    """Concatenate the real and the synthetic batch into one, filling placeholders for absent tasks."""
+    if len(parts) == 1:
+        return parts[0]
+    out = {"video": torch.cat([p["video"] for p in parts]), "mask": torch.cat([p["mask"] for p in parts])}
+    for key in TARGET_KEYS[1:]:
+        have = [p[key] for p in parts if key in p]
+        if not have:
+            continue
+        filled = []
+        for part in parts:
+            if key in part:
+                filled.append(part[key])
+                continue
+            shape = (part["video"].shape[0], *have[0].shape[1:])
+            fill = {"action": -1, "segm": SEGM_IGNORE, "boxes_cls": BOX_CLS_PADDING}.get(key, float("nan"))
+            filled.append(torch.full(shape, fill, dtype=have[0].dtype))
+        out[key] = torch.cat(filled)
+    return out

@@ -1,0 +1,389 @@
+"""Train PViT on real + synthetic shards.
+
+    torchrun --nproc_per_node=N train/main.py --shards shards/ --real ssv2 --synthetic hypersim,surreact \
+        [--recipe train/recipes/ssv2_pvit.yaml] [--mode pvit|mt|vpt|plain] [--resume latest]
+
+Also callable in-process: `from train.main import main; main(["--shards", ..., "--steps", "3"])`.
+Flags: `python train/main.py --help`. The loop: batch = next(it) -> train_step -> maybe log / eval / save.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script (torchrun train/main.py): import from the repository root
+    _here = str(Path(__file__).resolve().parent)
+    sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(_here)]
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import contextlib  # noqa: E402
+import dataclasses  # noqa: E402
+import math  # noqa: E402
+import time  # noqa: E402
+
+import pvit  # noqa: E402
+import torch  # noqa: E402
+from torch.nn.parallel import DistributedDataParallel  # noqa: E402
+
+from pipeline.labelspace import load_label_space  # noqa: E402
+from pipeline.schema import SYNTHETIC_TASKS  # noqa: E402
+from train import checkpoint  # noqa: E402
+from train.config import TrainConfig, parse_config, parse_weighted  # noqa: E402
+from train.data import EvalBatches, Geometry, MixedBatches, StreamSpec, make_loader, merge, to_device  # noqa: E402
+from train.distributed import Dist, all_gather_object, mean_over_ranks, setup, teardown  # noqa: E402
+from train.evaluate import evaluate_action, evaluate_tasks  # noqa: E402
+from train.logger import MetricLogger, NullLogger, print0, progress_line  # noqa: E402
+from train.plan import StreamPlan, position  # noqa: E402
+from train.sources import SourceData, check_compatible, num_action_classes, open_source  # noqa: E402
+
+STREAM_IDS = {"real": 0, "synthetic": 1}
+
+
+@dataclasses.dataclass
+class Run:
+    """What the loop needs, built once before the first step."""
+
+    cfg: TrainConfig
+    dist: Dist
+    model: torch.nn.Module  # the raw model (DDP wraps it in `train_model`)
+    train_model: torch.nn.Module
+    loss_fn: pvit.MultiTaskLoss
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler
+    streams: list[StreamSpec]
+    sources: dict[str, list[SourceData]]
+    geometry: Geometry
+    num_seg: int
+    total_steps: int
+    start_step: int = 0
+
+
+# ----------------------------------------------------------------------------- setup
+
+
+def open_streams(
+    cfg: TrainConfig, d: Dist
+) -> tuple[dict[str, list[SourceData]], dict[str, list[float]], dict]:
+    """Open every source and refuse any disagreement before a model or a worker exists."""
+    roles = {"real": parse_weighted(cfg.real)}
+    if cfg.uses_synthetic:
+        roles["synthetic"] = parse_weighted(cfg.synthetic)
+    sources = {role: [open_source(cfg.shards, name) for name, _ in named] for role, named in roles.items()}
+    weights = {role: [w for _, w in named] for role, named in roles.items()}
+    label_stride = pvit.get_config(cfg.preset).label_stride
+    geometry = check_compatible([s for group in sources.values() for s in group], label_stride)
+    return sources, weights, geometry
+
+
+def build_model(
+    cfg: TrainConfig, sources: dict[str, list[SourceData]], geometry: dict
+) -> tuple[torch.nn.Module, int]:
+    synthetic = sources.get("synthetic", [])
+    tasks = tuple(t for t in SYNTHETIC_TASKS if any(t in s.tasks for s in synthetic)) or SYNTHETIC_TASKS
+    num_seg = load_label_space(geometry["segm_space"]).num_classes if geometry.get("segm_space") else 1
+    num_box = load_label_space(geometry["box_space"]).num_classes if geometry.get("box_space") else 1
+    model = pvit.build_model(
+        cfg.preset, cfg.mode, num_classes=num_action_classes(sources["real"], cfg.num_classes),
+        num_seg_classes=num_seg, num_box_classes=num_box, num_box_slots=geometry["max_objects"],
+        tasks=tasks, num_frames=geometry["frames"],
+    )  # fmt: skip
+    if cfg.pretrained:
+        pvit.load_kinetics_pretrained(model, cfg.pretrained)
+    return model, num_seg
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """No decay for biases, norms (1-d tensors) and what the model names in no_weight_decay()."""
+    skip = model.no_weight_decay() if hasattr(model, "no_weight_decay") else set()
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            (no_decay if param.ndim <= 1 or name in skip else decay).append(param)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def cosine_with_warmup(total: int, warmup: int, min_ratio: float):
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def make_streams(cfg: TrainConfig, d: Dist, sources: dict, weights: dict) -> list[StreamSpec]:
+    streams = []
+    for role, group in sources.items():
+        global_batch = cfg.batch_size if role == "real" else cfg.synthetic_batch_size
+        if global_batch % d.world:
+            raise ValueError(f"{role} batch {global_batch} is not divisible by the {d.world} ranks")
+        tables = [s.split("train") for s in group]
+        plan = StreamPlan(tuple(t.shard for t in tables), tuple(weights[role]), cfg.seed, STREAM_IDS[role],
+                          cfg.shuffle_window)  # fmt: skip
+        stream = StreamSpec(role, plan, group, tables, global_batch // d.world, d.world, d.rank)
+        if stream.batches_per_epoch < 1:
+            raise ValueError(
+                f"{role} stream: {plan.per_rank(d.world)} samples per rank, fewer than one batch"
+            )
+        streams.append(stream)
+    return streams
+
+
+def autocast_for(cfg: TrainConfig, device: torch.device):
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
+    if cfg.amp == "auto" and device.type == "cuda":
+        dtype = torch.bfloat16
+    if dtype is None:
+        return contextlib.nullcontext
+    return lambda: torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def prepare(cfg: TrainConfig, d: Dist) -> Run:
+    torch.manual_seed(cfg.seed)  # identical initial weights on every rank
+    sources, weights, geometry = open_streams(cfg, d)
+    model, num_seg = build_model(cfg, sources, geometry)
+    model.to(d.device)
+    streams = make_streams(cfg, d, sources, weights)
+    total = cfg.steps or math.ceil(cfg.epochs * streams[0].batches_per_epoch)
+    optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas)
+    schedule = cosine_with_warmup(total, cfg.warmup_steps, cfg.min_lr_ratio)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    scaler = torch.amp.GradScaler(d.device.type, enabled=cfg.amp == "fp16")
+    train_model = model
+    if d.world > 1:
+        train_model = DistributedDataParallel(
+            model, device_ids=[d.local_rank] if d.device.type == "cuda" else None
+        )
+    geo = Geometry(
+        geometry["label_size"], geometry["size"] // geometry["label_size"], geometry["max_objects"]
+    )
+    loss_fn = pvit.MultiTaskLoss(
+        weights=cfg.loss_weights, max_depth=cfg.max_depth, action_label_smoothing=cfg.label_smoothing
+    )
+    return Run(cfg, d, model, train_model, loss_fn, optimizer, scheduler, scaler, streams, sources, geo,
+               num_seg, total)  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+def data_position(run: Run, steps_done: int) -> dict:
+    return {
+        s.role: dataclasses.asdict(position(steps_done, s.batches_per_epoch, s.batch_size))
+        for s in run.streams
+    }
+
+
+def save_checkpoint(run: Run, steps_done: int) -> None:
+    rngs = all_gather_object(checkpoint.rng_state())  # every rank's RNG, so each resumes its own
+    if not run.dist.main:
+        return
+    state = {
+        "model": run.model.state_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.scheduler.state_dict(),
+        "scaler": run.scaler.state_dict(),
+        "step": steps_done,
+        "rng": rngs,
+        "data": data_position(run, steps_done),
+        "world": run.dist.world,
+        "seed": run.cfg.seed,
+    }
+    meta = {
+        "config": dataclasses.asdict(run.cfg),
+        "data": state["data"],
+        "world": run.dist.world,
+        "sources": {s.name: s.config_hash for group in run.sources.values() for s in group},
+    }
+    path = checkpoint.save(run.cfg.out, steps_done, state, meta, run.cfg.keep_checkpoints)
+    print0(0, f"saved {path}")
+
+
+def maybe_resume(run: Run) -> None:
+    path = checkpoint.resolve(run.cfg.resume, run.cfg.out)
+    if path is None:
+        if run.cfg.resume:
+            print0(
+                run.dist.rank,
+                f"--resume {run.cfg.resume}: no checkpoint in {run.cfg.out} yet, starting fresh",
+            )
+        return
+    state = checkpoint.load(path)
+    run.model.load_state_dict(state["model"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.scheduler.load_state_dict(state["scheduler"])
+    run.scaler.load_state_dict(state["scaler"])
+    run.start_step = int(state["step"])
+    if state["world"] != run.dist.world or state["seed"] != run.cfg.seed:
+        note = f"note: checkpoint was written with world {state['world']} seed {state['seed']}; "
+        print0(run.dist.rank, note + "the data order from here differs from an uninterrupted run")
+    rngs = state["rng"]
+    checkpoint.set_rng_state(rngs[run.dist.rank] if run.dist.rank < len(rngs) else rngs[0])
+    print0(run.dist.rank, f"resumed from {path} at step {run.start_step} (data position {state['data']})")
+
+
+# ----------------------------------------------------------------------------- the loop
+
+
+def train_step(run: Run, batch: dict, autocast) -> dict[str, torch.Tensor]:
+    """One optimiser step on the real + synthetic batch; returns detached losses and the grad norm."""
+    video, targets = to_device(merge([batch[s.role] for s in run.streams]), run.dist.device)
+    with autocast():
+        preds = run.train_model(video)
+    total, per_task = run.loss_fn({k: v.float() for k, v in preds.items()}, targets)
+    run.optimizer.zero_grad(set_to_none=True)
+    run.scaler.scale(total).backward()
+    run.scaler.unscale_(run.optimizer)
+    params = [p for p in run.model.parameters() if p.grad is not None]
+    norm = torch.nn.utils.clip_grad_norm_(
+        params, run.cfg.clip_grad if run.cfg.clip_grad > 0 else float("inf")
+    )
+    # The norm is of all-reduced gradients, so every rank takes the same decision here (no DDP hang).
+    if not run.scaler.is_enabled() and not torch.isfinite(norm):
+        raise FloatingPointError(
+            f"non-finite gradient norm (loss {float(total):.4g}); lower --lr or check data"
+        )
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+    run.scheduler.step()
+    return {
+        "loss": total.detach(),
+        **{k: v.detach() for k, v in per_task.items()},
+        "grad_norm": norm.detach(),
+    }
+
+
+def evaluate(run: Run, autocast, steps_done: int, logger) -> dict[str, float]:
+    cfg, d, results = run.cfg, run.dist, {}
+    for role, group in run.sources.items():
+        for source in group:
+            if "val" not in source.splits:
+                continue
+            views = cfg.eval_spatial_crops if role == "real" else 1
+            batches = EvalBatches(source, "val", role, d.rank, d.world, cfg.eval_batch_size, run.geometry,
+                                  views, cfg.eval_zoom)  # fmt: skip
+            loader = make_loader(batches, min(cfg.workers, len(batches)))
+            if role == "real":
+                metrics = evaluate_action(run.model, loader, d.device, autocast)
+            else:
+                metrics = evaluate_tasks(run.model, loader, d.device, autocast, run.num_seg)
+            results.update({f"{role}/{source.name}/{k}": v for k, v in metrics.items()})
+    run.model.train()
+    logger.log(steps_done, "eval", results)
+    shown = " | ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}" for k, v in results.items())
+    print0(d.rank, f"eval step {steps_done:06d} | {shown}")
+    return results
+
+
+class Meter:
+    """Running sums between progress lines; `wait` is time spent blocked on the loader."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.sums: dict[str, torch.Tensor] = {}
+        self.steps, self.wait, self.started = 0, 0.0, time.perf_counter()
+
+    def add(self, metrics: dict[str, torch.Tensor], wait: float) -> None:
+        for k, v in metrics.items():
+            self.sums[k] = self.sums.get(k, 0.0) + v.float()
+        self.steps, self.wait = self.steps + 1, self.wait + wait
+
+
+def log_progress(run: Run, meter: Meter, steps_done: int, logger, totals: dict) -> None:
+    names = sorted(meter.sums)
+    means = mean_over_ranks(torch.stack([meter.sums[k] for k in names]) / meter.steps).tolist()
+    values = dict(zip(names, means, strict=True))
+    elapsed = time.perf_counter() - meter.started
+    clips = meter.steps * (
+        run.cfg.batch_size + (run.cfg.synthetic_batch_size if run.cfg.uses_synthetic else 0)
+    )
+    lr = run.scheduler.get_last_lr()[0]
+    share = meter.wait / max(elapsed, 1e-9)
+    totals["wait"] += meter.wait
+    totals["time"] += elapsed
+    values.update({"lr": lr, "clips_per_s": clips / elapsed, "data_wait_share": share})
+    logger.log(steps_done, "train", values)
+    losses = {"loss": values["loss"], **{k: values[k] for k in pvit.TASKS if k in values}}
+    print0(run.dist.rank, progress_line(steps_done, run.total_steps, losses, lr, clips / elapsed, share,
+                                        1000 * elapsed / meter.steps))  # fmt: skip
+    meter.reset()
+
+
+def train(run: Run) -> dict:
+    cfg, d = run.cfg, run.dist
+    autocast = autocast_for(cfg, d.device)
+    logger = MetricLogger(cfg.out, cfg.tensorboard) if d.main else NullLogger()
+    dataset = MixedBatches(run.streams, run.start_step, run.total_steps, run.geometry, cfg.seed,
+                           cfg.scale_jitter, cfg.flip)  # fmt: skip
+    loader = iter(make_loader(dataset, cfg.workers))
+    meter, totals, results = Meter(), {"wait": 0.0, "time": 0.0}, {}
+    run.model.train()
+    print0(d.rank, f"training {cfg.mode}/{cfg.preset} for {run.total_steps} steps from step {run.start_step} "
+                   f"on {d.world} rank(s), {d.device.type}; streams "
+                   + ", ".join(f"{s.role} {s.batch_size}/rank x {s.batches_per_epoch} batches/epoch"
+                               for s in run.streams))  # fmt: skip
+    for step in range(run.start_step, run.total_steps):
+        waited = time.perf_counter()
+        batch = next(loader)
+        waited = time.perf_counter() - waited
+        assert batch["step"] == step, f"loader out of order: got step {batch['step']} at {step}"
+        meter.add(train_step(run, batch, autocast), waited)
+        done = step + 1
+        if done % cfg.log_every == 0 or done == run.total_steps:
+            log_progress(run, meter, done, logger, totals)
+        if cfg.stop_after and done >= cfg.stop_after and done < run.total_steps:
+            print0(d.rank, f"stopping after step {done} (--stop-after), as if interrupted")
+            logger.close()
+            return {"steps": done, "stopped": True}
+        if cfg.eval_every and done % cfg.eval_every == 0 and done < run.total_steps:
+            results = evaluate(run, autocast, done, logger)
+        if (cfg.save_every and done % cfg.save_every == 0) or done == run.total_steps:
+            save_checkpoint(run, done)
+    if run.start_step < run.total_steps or not results:
+        results = evaluate(run, autocast, run.total_steps, logger)
+    share = totals["wait"] / max(totals["time"], 1e-9)
+    logger.log(run.total_steps, "summary", {"data_wait_share": share, "train_seconds": totals["time"]})
+    logger.close()
+    return {
+        "steps": run.total_steps,
+        "eval": results,
+        "data_wait_share": share,
+        "train_seconds": totals["time"],
+    }
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Parse flags, build everything, train, evaluate; returns the final metrics (for tests and scripts)."""
+    cfg = parse_config(argv)
+    d = setup(cfg.device)
+    try:
+        run = prepare(cfg, d)
+        maybe_resume(run)
+        started = time.perf_counter()
+        out = train(run)
+        out["wall_seconds"] = time.perf_counter() - started
+        out["num_classes"] = run.model.cfg.num_classes
+        report_final(run, out)
+        return out
+    finally:
+        teardown()
+
+
+def report_final(run: Run, out: dict) -> None:
+    if out.get("stopped"):
+        return
+    chance = 100.0 / run.model.cfg.num_classes
+    for key, value in out["eval"].items():
+        if key.endswith("/top1"):
+            print0(run.dist.rank, f"final val top-1 {key.split('/')[1]}: {value:.1f}% (chance {chance:.1f}%)")
+    print0(run.dist.rank, f"data-wait share {100 * out['data_wait_share']:.1f}% of training time; "
+                          f"training {out['train_seconds']:.0f} s")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

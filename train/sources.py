@@ -1,0 +1,180 @@
+"""Opening built sources for training, and refusing, before any step runs, shards that disagree.
+
+A source is `<shards>/<name>/` with `build.json` (the commit marker of a finished build) and
+`manifest.parquet`. Everything the trainer knows about a source (its shard list, per-sample byte spans,
+masks and labels) comes from those two files, never from counting tar members.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.manifest import BuildDirError, read_build, read_manifest
+from pipeline.schema import META_JSON, TASK_BIT
+
+
+class ShardMismatch(ValueError):
+    """Shards disagree with each other or with the model; the message says which and how to fix it."""
+
+
+@dataclass
+class SplitTable:
+    """The `ok` samples of one split of one source, as parallel arrays (cheap to pickle into workers)."""
+
+    shard: np.ndarray  # int32 index into SourceData.shards
+    offset: np.ndarray  # int64 byte offset of the sample's first tar header
+    size: np.ndarray  # int64 byte span of the sample in its tar
+    mask: np.ndarray  # int64 availability mask (bit i = pipeline.schema.TASKS[i])
+    label: np.ndarray  # int64 action label, -1 where absent
+
+    def __len__(self) -> int:
+        return len(self.shard)
+
+
+@dataclass
+class SourceData:
+    name: str
+    directory: Path
+    config_hash: str
+    config: dict  # build.json "config": frames, size, label_size, codec, max_objects, ...
+    tasks: tuple[str, ...]  # the tasks the adapter provides
+    shards: list[str]  # absolute tar paths, in build.json order
+    splits: dict[str, SplitTable]
+    segm_space: str | None  # meta.json segm_space of its samples (None when it has no segm)
+    box_space: str | None  # meta.json box_space (None when absent)
+
+    def split(self, name: str) -> SplitTable:
+        if name not in self.splits or len(self.splits[name]) == 0:
+            have = ", ".join(sorted(self.splits)) or "none"
+            raise ShardMismatch(f"source {self.name}: no '{name}' samples (splits built: {have})")
+        return self.splits[name]
+
+
+def open_source(shards_dir: str | Path, name: str) -> SourceData:
+    """Read build.json and the manifest of `<shards_dir>/<name>` and check they agree with each other."""
+    directory = Path(shards_dir) / name
+    try:
+        build = read_build(directory)
+    except BuildDirError as error:
+        raise ShardMismatch(f"source {name}: {error}") from None
+    table = read_manifest(directory).to_pydict()
+    shards = [str(directory / shard["name"]) for shard in build["shards"]]
+    _check_shards(name, build, table, shards)
+    index = {Path(path).name: i for i, path in enumerate(shards)}
+    ok = [i for i, status in enumerate(table["status"]) if status == "ok"]
+    splits: dict[str, SplitTable] = {}
+    for split in sorted({table["split"][i] for i in ok}):
+        rows = [i for i in ok if table["split"][i] == split]
+        splits[split] = SplitTable(
+            shard=np.array([index[table["shard"][i]] for i in rows], dtype=np.int32),
+            offset=np.array([table["offset"][i] for i in rows], dtype=np.int64),
+            size=np.array([table["size"][i] for i in rows], dtype=np.int64),
+            mask=np.array([table["mask"][i] for i in rows], dtype=np.int64),
+            label=np.array(
+                [-1 if table["label"][i] is None else table["label"][i] for i in rows], dtype=np.int64
+            ),
+        )
+    meta = first_meta(shards, splits)
+    return SourceData(
+        name=name,
+        directory=directory,
+        config_hash=build["config_hash"],
+        config=build["config"],
+        tasks=tuple(build.get("tasks", ())),
+        shards=shards,
+        splits=splits,
+        segm_space=meta.get("segm_space"),
+        box_space=meta.get("box_space", meta.get("segm_space")),
+    )
+
+
+def _check_shards(name: str, build: dict, table: dict, shards: list[str]) -> None:
+    want = build["config_hash"]
+    hashes = {h for h, status in zip(table["config_hash"], table["status"], strict=True) if status == "ok"}
+    if hashes - {want}:
+        raise ShardMismatch(
+            f"source {name}: manifest rows carry config hash(es) {', '.join(sorted(hashes - {want}))} but "
+            f"build.json says {want}: shards from different builds are mixed; rebuild the source"
+        )
+    listed = {Path(path).name: shard["samples"] for path, shard in zip(shards, build["shards"], strict=True)}
+    counted: dict[str, int] = {}
+    for shard, status in zip(table["shard"], table["status"], strict=True):
+        if status == "ok":
+            counted[shard] = counted.get(shard, 0) + 1
+    for shard_name, samples in listed.items():
+        if counted.get(shard_name, 0) != samples:
+            raise ShardMismatch(
+                f"source {name}: {shard_name} has {samples} samples in build.json but "
+                f"{counted.get(shard_name, 0)} in manifest.parquet; rebuild the source"
+            )
+    unlisted = sorted(set(counted) - set(listed))
+    if unlisted:
+        raise ShardMismatch(
+            f"source {name}: manifest names shard(s) not in build.json: {', '.join(unlisted)}"
+        )
+    missing = [path for path in shards if not Path(path).is_file()]
+    if missing:
+        raise ShardMismatch(f"source {name}: shard file(s) missing: {', '.join(missing[:3])}")
+
+
+def first_meta(shards: list[str], splits: dict[str, SplitTable]) -> dict:
+    """meta.json of one sample (label-space names are per source, so one sample speaks for all)."""
+    for table in splits.values():
+        if len(table):
+            from train.data import read_span  # local import: data imports this module
+
+            members = read_span(shards[int(table.shard[0])], int(table.offset[0]), int(table.size[0]))
+            return json.load(io.BytesIO(members[META_JSON]))
+    return {}
+
+
+def check_compatible(sources: list[SourceData], label_stride: int) -> dict:
+    """Refuse sources that disagree on clip geometry or label spaces, or with the model's label stride.
+
+    Returns the shared geometry `{"frames", "size", "label_size", "max_objects"}`.
+    """
+    geometry = {}
+    for key in ("frames", "size", "label_size"):
+        values = {source.name: source.config[key] for source in sources}
+        if len(set(values.values())) > 1:
+            listing = ", ".join(f"{n}={v}" for n, v in values.items())
+            raise ShardMismatch(f"sources disagree on {key} ({listing}): rebuild them with the same --{key}")
+        geometry[key] = next(iter(values.values()))
+    size, label_size = geometry["size"], geometry["label_size"]
+    if size % label_size or size // label_size != label_stride:
+        raise ShardMismatch(
+            f"shards have size {size} and label size {label_size} (stride {size / label_size:g}) but the "
+            f"model's dense heads predict at size // {label_stride}: "
+            f"rebuild with --label-size {size // label_stride}"
+        )
+    geometry["max_objects"] = max(int(source.config.get("max_objects", 8)) for source in sources)
+    for attr, task in (("segm_space", "segm"), ("box_space", "boxes")):
+        spaces = {s.name: getattr(s, attr) for s in sources if task in s.tasks and getattr(s, attr)}
+        if len(set(spaces.values())) > 1:
+            listing = ", ".join(f"{n}={v}" for n, v in spaces.items())
+            raise ShardMismatch(
+                f"sources disagree on the {task} label space ({listing}): map them to one space"
+            )
+        geometry[attr] = next(iter(spaces.values()), None)
+    return geometry
+
+
+def num_action_classes(sources: list[SourceData], configured: int) -> int:
+    """`configured` if set (and no label exceeds it), else the largest label of the real sources + 1."""
+    top = max((int(t.label.max()) for s in sources for t in s.splits.values() if len(t)), default=-1)
+    if configured:
+        if top >= configured:
+            raise ShardMismatch(f"a real sample has action label {top} but --num-classes is {configured}")
+        return configured
+    if top < 0:
+        raise ShardMismatch("the real sources carry no action labels: nothing to classify")
+    return top + 1
+
+
+def has_task(mask: np.ndarray, task: str) -> np.ndarray:
+    return (mask >> TASK_BIT[task]) & 1 == 1
