@@ -31,7 +31,9 @@ DEFAULT_TRAIN_SAMPLES = 200
 FPS = 15.0
 FOCAL = 1.1  # focal length in units of the image width (about 49 degrees horizontal field of view)
 LIGHT = np.array([0.4, 1.0, -0.3]) / np.linalg.norm([0.4, 1.0, -0.3])
-RENDERER_VERSION = "1"
+RENDERER_VERSION = "2"
+FAR = 100.0  # metres: the ground beyond is sky (and float16 depth stays finite)
+LOOK_AT = np.array([0.0, 0.6, 0.0])  # every camera looks at this point above the scene centre
 
 # Bones of the stick figure, as pairs of Kinect V2 joint names.
 BONES: tuple[tuple[str, str], ...] = (
@@ -154,39 +156,39 @@ class Clip:
         rng = np.random.default_rng(self.rng_seed)
         return {
             "azimuth": rng.uniform(0, 2 * np.pi),
-            "distance": rng.uniform(4.0, 5.0),
-            "height": rng.uniform(1.3, 2.0),
-            "person": np.array([rng.uniform(-0.8, 0.8), 0.0, rng.uniform(-0.8, 0.8)]),
+            "distance": rng.uniform(2.8, 3.6),
+            "height": rng.uniform(1.0, 1.6),
+            "person": np.array([rng.uniform(-0.7, 0.7), 0.0, rng.uniform(-0.7, 0.7)]),
             "facing": rng.uniform(0, 2 * np.pi),
             "person_colour": rng.uniform(0.3, 0.9, 3),
             "spheres": [
                 (
-                    np.array([rng.uniform(-1.8, 1.8), 0.0, rng.uniform(-1.8, 1.8)]),
-                    rng.uniform(0.2, 0.4),
+                    np.array([rng.uniform(-1.2, 1.2), 0.0, rng.uniform(-1.2, 1.2)]),
+                    rng.uniform(0.25, 0.45),
                     rng.uniform(0.2, 1.0, 3),
                 )
                 for _ in range(rng.integers(1, 3))
             ],
             "boxes": [
                 (
-                    np.array([rng.uniform(-1.8, 1.8), 0.0, rng.uniform(-1.8, 1.8)]),
-                    rng.uniform(0.15, 0.35, 3),
+                    np.array([rng.uniform(-1.2, 1.2), 0.0, rng.uniform(-1.2, 1.2)]),
+                    rng.uniform(0.2, 0.4, 3),
                     rng.uniform(0, np.pi),
                     rng.uniform(0.2, 1.0, 3),
                 )
                 for _ in range(rng.integers(1, 3))
             ],
             "mover": int(rng.integers(0, 2)),  # 0: the first sphere moves, 1: the first box
-            "amplitude": rng.uniform(0.9, 1.3),
+            "amplitude": rng.uniform(1.6, 2.0),
         }
 
     def scene_at(self, layout: dict, t: float) -> tuple[Camera, list[Sphere | Box], np.ndarray]:
         """Camera, primitives and person joints (world) at time t."""
-        azimuth = layout["azimuth"] + {6: -0.6 * t, 7: 0.6 * t}.get(self.action, 0.0)
+        azimuth = layout["azimuth"] + {6: -0.9 * t, 7: 0.9 * t}.get(self.action, 0.0)
         eye = np.array(
             [np.sin(azimuth) * layout["distance"], layout["height"], np.cos(azimuth) * layout["distance"]]
         )
-        camera = Camera.looking_at(eye, np.array([0.0, 0.7, 0.0]))
+        camera = Camera.looking_at(eye, LOOK_AT)
         right = camera.rotation[0] * np.array([1.0, 0.0, 1.0])
         ahead = camera.rotation[2] * np.array([1.0, 0.0, 1.0])
         right, ahead = right / np.linalg.norm(right), ahead / np.linalg.norm(ahead)
@@ -194,14 +196,15 @@ class Clip:
             first = Camera.looking_at(
                 np.array([np.sin(layout["azimuth"]), 0, np.cos(layout["azimuth"])]) * layout["distance"]
                 + np.array([0, layout["height"], 0]),
-                np.array([0.0, 0.7, 0.0]),
+                LOOK_AT,
             )
             right = first.rotation[0] * np.array([1.0, 0.0, 1.0])
             ahead = first.rotation[2] * np.array([1.0, 0.0, 1.0])
-        a = layout["amplitude"] * (t - 0.5)
+        slide = layout["amplitude"] * (t - 0.5)  # metres along the camera's right or forward axis
+        lift = 0.6 * layout["amplitude"]
         offset = {
-            0: -right * a * 2, 1: right * a * 2, 2: np.array([0.0, 0.8 * t, 0.0]),
-            3: np.array([0.0, 0.8 * (1 - t), 0.0]), 4: -ahead * a * 2, 5: ahead * a * 2,
+            0: -right * slide, 1: right * slide, 2: np.array([0.0, lift * t, 0.0]),
+            3: np.array([0.0, lift * (1 - t), 0.0]), 4: -ahead * slide, 5: ahead * slide,
         }.get(self.action, np.zeros(3))  # fmt: skip
         primitives: list[Sphere | Box] = []
         instance = 1
@@ -306,6 +309,7 @@ def render(camera: Camera, primitives: list[Sphere | Box], size: int) -> Frame:
     origin = camera.position
     with np.errstate(divide="ignore"):
         t_ground = np.where(rays[..., 1] < 0, -origin[1] / rays[..., 1], np.inf)
+    t_ground = np.where(t_ground <= FAR, t_ground, np.inf)
     frame = Frame(
         depth=t_ground,
         normal=np.broadcast_to(np.array([0.0, 1.0, 0.0]), rays.shape).copy(),
