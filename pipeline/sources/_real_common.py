@@ -166,6 +166,12 @@ def decode_entry(item: Item, config: BuildConfig, random_train: bool = False) ->
     return clip, entry
 
 
+def decode_classification_clip(item: Item, config: BuildConfig) -> tuple[Clip, VideoEntry]:
+    """`decode_entry` with the classification sources' `--option train_sampling=centre|random`."""
+    sampling = choice_option(config, "train_sampling", "centre", ("centre", "random"))
+    return decode_entry(item, config, random_train=sampling == "random")
+
+
 def clip_sample(item: Item, clip: Clip, entry: VideoEntry) -> Sample:
     """The `Sample` of a classification clip, with the view bookkeeping the trainer averages over."""
     extra = {

@@ -16,7 +16,7 @@ from pipeline.sources._real_common import (
     VideoEntry,
     choice_option,
     clip_sample,
-    decode_entry,
+    decode_classification_clip,
     find_dir,
     find_file,
     int_option,
@@ -82,8 +82,5 @@ class Diving48Source(Source):
         yield from view_items(entries, split, views)
 
     def load(self, item: Item) -> Sample:
-        random_train = (
-            choice_option(self.config, "train_sampling", "centre", ("centre", "random")) == "random"
-        )
-        clip, entry = decode_entry(item, self.config, random_train)
+        clip, entry = decode_classification_clip(item, self.config)
         return clip_sample(item, clip, entry)

@@ -26,7 +26,7 @@ from pipeline.sources._real_common import (
     VideoEntry,
     choice_option,
     clip_sample,
-    decode_entry,
+    decode_classification_clip,
     find_dir,
     int_option,
     load_json,
@@ -172,10 +172,7 @@ class SomethingElseSource(Source):
         yield from view_items(entries, split, views)
 
     def load(self, item: Item) -> Sample:
-        random_train = (
-            choice_option(self.config, "train_sampling", "centre", ("centre", "random")) == "random"
-        )
-        clip, entry = decode_entry(item, self.config, random_train)
+        clip, entry = decode_classification_clip(item, self.config)
         sample = clip_sample(item, clip, entry)
         sample.extra.pop("box_fingerprint", None)
         table = self._box_table(self.root) if "box_frames" in entry.extra else None

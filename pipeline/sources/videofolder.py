@@ -18,9 +18,8 @@ from pathlib import Path
 
 from pipeline.sources._real_common import (
     VideoEntry,
-    choice_option,
     clip_sample,
-    decode_entry,
+    decode_classification_clip,
     int_option,
     need_root,
     view_items,
@@ -114,8 +113,5 @@ class VideoFolderSource(Source):
         yield from view_items(entries, split, views)
 
     def load(self, item: Item) -> Sample:
-        random_train = (
-            choice_option(self.config, "train_sampling", "centre", ("centre", "random")) == "random"
-        )
-        clip, entry = decode_entry(item, self.config, random_train)
+        clip, entry = decode_classification_clip(item, self.config)
         return clip_sample(item, clip, entry)
