@@ -35,7 +35,13 @@ from train.distributed import Dist, all_gather_object, mean_over_ranks, setup, t
 from train.evaluate import evaluate_action, evaluate_tasks  # noqa: E402
 from train.logger import MetricLogger, NullLogger, print0, progress_line  # noqa: E402
 from train.plan import StreamPlan, position  # noqa: E402
-from train.sources import SourceData, check_compatible, num_action_classes, open_source  # noqa: E402
+from train.sources import (  # noqa: E402
+    ShardMismatch,
+    SourceData,
+    check_compatible,
+    num_action_classes,
+    open_source,
+)
 
 STREAM_IDS = {"real": 0, "synthetic": 1}
 
@@ -385,5 +391,15 @@ def report_final(run: Run, out: dict) -> None:
                           f"training {out['train_seconds']:.0f} s")  # fmt: skip
 
 
+def cli() -> None:
+    """Script entry: a refusal or a bad flag value is one line on stderr and exit code 2, not a traceback."""
+    try:
+        main()
+    except (ShardMismatch, ValueError, FileNotFoundError) as error:
+        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        print(f"train/main.py: error: {message}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
 if __name__ == "__main__":
-    main()
+    cli()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -81,3 +83,14 @@ def test_unfinished_build_is_refused(two_sources: Path, tmp_path: Path) -> None:
         ShardMismatch, match=r"other: .*no build.json \(not a build directory, or its build is unfinished"
     ):
         _run(two_sources, tmp_path / "run")
+
+
+def test_refusal_from_the_command_line_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    script = Path(__file__).resolve().parents[2] / "train" / "main.py"
+    result = subprocess.run(
+        [sys.executable, str(script), "--shards", str(tmp_path), "--real", "procedural"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("train/main.py: error: source procedural:")
