@@ -204,10 +204,26 @@ def write_synadl_clip(
 # ----------------------------------------------------------------------------- ehoi
 
 EHOI_CATEGORIES = (
-    "power supply", "oscilloscope", "welder station", "electric screwdriver", "screwdriver,", "pliers",
-    "welder probe tip", "oscilloscope probe tip", "low voltage board", "high voltage board", "register",
-    "electric screwdriver battery", "working area", "welder base", "socket", "left red button",
-    "left green button", "right red button", "right green button", "hand",
+    "power supply",
+    "oscilloscope",
+    "welder station",
+    "electric screwdriver",
+    "screwdriver,",
+    "pliers",
+    "welder probe tip",
+    "oscilloscope probe tip",
+    "low voltage board",
+    "high voltage board",
+    "register",
+    "electric screwdriver battery",
+    "working area",
+    "welder base",
+    "socket",
+    "left red button",
+    "left green button",
+    "right red button",
+    "right green button",
+    "hand",
 )  # fmt: skip  (as in EgoISM-HOI data/ref_enigma.json, stray comma included; ids 0-based)
 
 
@@ -256,8 +272,13 @@ def write_ehoi(
 
 # ----------------------------------------------------------------------------- phav (guessed format)
 
-PHAV_COLOURS = {"Sky": (90, 200, 255), "Road": (100, 60, 100), "Human": (255, 0, 0), "Car:0": (200, 200, 0),
-                "Spaceship": (1, 2, 3)}  # fmt: skip  (Spaceship: a class the unified space does not know)
+PHAV_COLOURS = {
+    "Sky": (90, 200, 255),
+    "Road": (100, 60, 100),
+    "Human": (255, 0, 0),
+    "Car:0": (200, 200, 0),
+    "Spaceship": (1, 2, 3),
+}  # fmt: skip  (Spaceship: a class the unified space does not know)
 
 
 def write_phav_video(
