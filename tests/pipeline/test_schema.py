@@ -18,7 +18,7 @@ from pipeline.schema import (
     tasks_of,
     validate_sample,
 )
-from pipeline.shards import encode_members
+from pipeline.shards import decode_npy, encode_members, encode_npy
 
 T, H, W, LH, LW, P = 3, 8, 8, 4, 4, 2  # frames, frame size, label size, AVA persons
 
@@ -145,3 +145,20 @@ def test_wrong_member_arrays_are_rejected(name: str, corrupt, expect: str) -> No
     arrays[name] = corrupt(arrays[name])
     with pytest.raises(SampleError, match=expect):
         validate_sample(example_meta(list(TASKS)), arrays, (T, H, W, 3))
+
+
+@pytest.mark.parametrize(
+    "array",
+    [
+        np.arange(24, dtype=np.float16).reshape(2, 3, 4),
+        np.asfortranarray(np.arange(12, dtype=np.int16).reshape(3, 4)),
+        np.array(7.5, dtype=np.float32),  # zero-dimensional
+        np.zeros((0, 4), dtype=np.float32),  # AVA: no person boxes
+        np.array([(1, 2.0)], dtype=[("a", "<i4"), ("b", "<f8")]),  # falls back to np.load
+    ],
+)
+def test_npy_decoder_matches_numpy_and_returns_writable_arrays(array: np.ndarray) -> None:
+    decoded = decode_npy(encode_npy(array))
+    assert decoded.dtype == array.dtype and decoded.shape == array.shape
+    np.testing.assert_array_equal(decoded, array)
+    assert decoded.flags.writeable
