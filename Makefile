@@ -22,7 +22,7 @@ test: $(STAMP)
 	$(BIN)/pytest -q
 
 bench: $(STAMP)
-	$(BIN)/pvit-pipeline bench
+	$(BIN)/pvit-pipeline bench --workers 2
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
