@@ -56,12 +56,21 @@ def nearest_indices(length: int, start: float, extent: float, size: int) -> np.n
     return np.clip(np.floor(centres * length).astype(np.int64), 0, length - 1)
 
 
-def crop_and_resize_map(label_map: np.ndarray, size: int) -> np.ndarray:
-    """A `[T,h,w,...]` label map -> `[T,size,size,...]` by nearest neighbour over the centre square."""
-    height, width = label_map.shape[1:3]
+def label_pixels(height: int, width: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows and columns of a `height x width` map that its `size x size` label map keeps.
+
+    An adapter with expensive per-pixel conversions (Hypersim at 1024x768) may select these pixels
+    first: the engine's own resampling of the resulting `size x size` map is then the identity.
+    """
     window = centre_square(height, width)
     rows = nearest_indices(height, window.top, window.height, size)
     cols = nearest_indices(width, window.left, window.width, size)
+    return rows, cols
+
+
+def crop_and_resize_map(label_map: np.ndarray, size: int) -> np.ndarray:
+    """A `[T,h,w,...]` label map -> `[T,size,size,...]` by nearest neighbour over the centre square."""
+    rows, cols = label_pixels(label_map.shape[1], label_map.shape[2], size)
     return np.ascontiguousarray(label_map[:, rows][:, :, cols])
 
 
