@@ -252,8 +252,9 @@ class HypersimSource(Source):
             raise Quarantine(f"frames of different sizes {sorted(shapes)}")
         height, width = next(iter(shapes))[:2]
         m = item.payload["m_cam_from_uv"] or STANDARD_M_CAM_FROM_UV
-        rows, cols = label_pixels(height, width, self.config.label_size)
-        ratio = _cached_ratio(tuple(tuple(float(v) for v in row) for row in m), height, width)[rows][:, cols]
+        ratio = self._label_pixels(
+            _cached_ratio(tuple(tuple(float(v) for v in row) for row in m), height, width)
+        )
         stack = [decoded[k] for k in chosen]
         return Sample(
             video=np.stack([s[0] for s in stack]),
@@ -291,7 +292,17 @@ class HypersimSource(Source):
         # Without it, finite depth is the same test (empty pixels have NaN depth).
         valid = read_hdf5(files["entity"]) > 0 if files["entity"].is_file() else np.isfinite(distance)
         check_semantic_range(semantic)
-        # Convert only the pixels the label maps keep: the same output, a fraction of the work.
-        rows, cols = label_pixels(height, width, self.config.label_size)
-        labels = [array[rows][:, cols] for array in (distance, normal, semantic)]
+        labels = [self._label_pixels(array) for array in (distance, normal, semantic)]
         return tonemap(color, valid), labels[0], normals_to_opencv(labels[1]), semantic_to_unified(labels[2])
+
+    def _label_pixels(self, array: np.ndarray) -> np.ndarray:
+        """Only the pixels the build's label maps keep, when that is fewer than all of them.
+
+        The engine would pick exactly these pixels later; converting only them gives the same
+        shards for a fraction of the work on 1024x768 frames.
+        """
+        height, width = array.shape[:2]
+        if self.config.label_size >= min(height, width):
+            return array
+        rows, cols = label_pixels(height, width, self.config.label_size)
+        return array[rows][:, cols]

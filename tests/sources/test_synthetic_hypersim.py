@@ -14,6 +14,7 @@ from synthetic_fixtures import (
 )
 
 from pipeline.config import BuildConfig
+from pipeline.geometry import crop_and_resize_map
 from pipeline.labelspace import load_label_space
 from pipeline.schema import SEGM_IGNORE
 from pipeline.sources.base import Quarantine, SourceError
@@ -198,3 +199,15 @@ def test_fingerprint_changes_when_a_used_file_changes(tmp_path: Path) -> None:
     before = _only(_source(tmp_path)).fingerprint
     write_hypersim_frame(tmp_path, "ai_001_001", "cam_00", 0, H, W, seed=5, compression=4)
     assert _only(_source(tmp_path)).fingerprint != before
+
+
+def test_converting_only_the_kept_label_pixels_gives_the_engines_result(tmp_path: Path) -> None:
+    # Frames larger than the label maps: the adapter converts only the pixels the build keeps. The
+    # result must equal converting every pixel and letting the engine resample.
+    write_hypersim(tmp_path, {("ai_001_001", "cam_00"): ("train", 2)}, height=12, width=20)
+    full = HypersimSource(tmp_path, BuildConfig(frames=2, size=8, label_size=8))  # 8 < 12: selects first
+    every = HypersimSource(tmp_path, BuildConfig(frames=2, size=12, label_size=12))  # converts every pixel
+    selected, converted = full.load(_only(full)), every.load(_only(every))
+    assert selected.labels["depth.npy"].shape == (2, 8, 8)
+    for name in ("depth.npy", "normal.npy", "segm.npy"):
+        np.testing.assert_array_equal(selected.labels[name], crop_and_resize_map(converted.labels[name], 8))
