@@ -125,8 +125,7 @@ def check_semantic_range(semantic: np.ndarray) -> None:
 
 
 def semantic_to_unified(semantic: np.ndarray) -> np.ndarray:
-    """NYU40 ids (1..40, -1 unlabelled) -> unified ids."""
-    check_semantic_range(semantic)
+    """NYU40 ids (1..40, -1 unlabelled) -> unified ids; the caller checks the range on the whole frame."""
     return lookup_table("hypersim", -1, 40)[semantic.astype(np.int64) + 1]
 
 
