@@ -14,9 +14,12 @@ $(STAMP): pyproject.toml model/pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/pvit-pipeline build --source procedural --out shards/ --frames 8 --size 64 --label-size 16 --num-samples 640
+	$(BIN)/pvit-pipeline build --source procedural --out shards/ --frames 8 --size 64 --label-stride 4 --num-samples 640
 	$(BIN)/pvit-pipeline verify shards/procedural
 	$(BIN)/python train/main.py --recipe train/recipes/demo_procedural.yaml --shards shards
+	$(BIN)/pvit-pipeline show shards/procedural --split val --count 2
+	$(BIN)/python -m train.visualize --checkpoint $$(ls runs/demo/checkpoints/step_*.pt | tail -n 1) \
+		--shards shards --source procedural --out runs/demo/predictions.png
 
 test: $(STAMP)
 	$(BIN)/pytest -q

@@ -20,7 +20,7 @@ from pipeline.parallel import local_ray
 from pipeline.reader import iter_samples, shard_paths
 from pipeline.sources.procedural import ProceduralSource
 
-GEOMETRIES = ({"frames": 8, "size": 64, "label_size": 16}, {"frames": 16, "size": 224, "label_size": 56})
+GEOMETRIES = ({"frames": 8, "size": 64, "label_stride": 4}, {"frames": 16, "size": 256, "label_stride": 4})
 
 
 def _render_only_rate(config: BuildConfig, samples: int) -> float:

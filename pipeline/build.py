@@ -25,24 +25,27 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cache
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 
 from pipeline import __version__, parallel
 from pipeline.config import BuildConfig
 from pipeline.geometry import (
-    centre_square,
-    crop_and_resize_frames,
-    crop_and_resize_map,
+    FrameGeometry,
     crop_boxes,
+    frame_geometry,
     pad_box_slots,
+    resize_frames,
+    resize_map,
 )
 from pipeline.manifest import (
     BUILD_JSON,
     MANIFEST,
+    QUARANTINE,
     manifest_row,
     read_build,
     write_build,
@@ -105,12 +108,49 @@ def plan_units(items: list[Item], split: str, config_hash: str, samples_per_unit
 
 
 def list_items(adapter: Source, split: str) -> list[Item]:
-    items = list(adapter.items(split))
-    seen = Counter(item.id for item in items)
-    duplicates = [item_id for item_id, count in seen.items() if count > 1]
-    if duplicates:
-        raise SourceError(f"{adapter.name}: split {split} lists id {duplicates[0]!r} more than once")
+    """One split's items; `SourceError` when two of them would be written under one sample key."""
+    items = with_train_views(list(adapter.items(split)), adapter)
+    check_unique_keys(adapter.name, items)
     return items
+
+
+def with_train_views(items: list[Item], adapter: Source) -> list[Item]:
+    """Training items as `--train-views K` views each: K independent train-mode temporal samplings.
+
+    View k of video `id` is item `id_t<k>` (K > 1; `id` itself when K = 1) in the view group `id`;
+    the adapter draws its frames with `base.sampling_rng`, seeded by (seed, video, view). An
+    adapter whose protocol has no temporal jitter (AVA's keyframe-centred clips) keeps one view.
+    """
+    views = adapter.config.train_views if adapter.temporal_jitter else 1
+    out = []
+    for item in items:
+        if item.split != "train":
+            out.append(item)
+            continue
+        for view in range(views):
+            item_id = f"{item.id}_t{view}" if views > 1 else item.id
+            out.append(replace(item, id=item_id, view=view, view_group=item.group))
+    return out
+
+
+def check_unique_keys(source: str, items: Sequence[Item]) -> None:
+    """Refuse two items with one sample key: the tar would hold one member set for two manifest rows.
+
+    Keys, not ids, are what must differ: ids that differ only in characters a key cannot hold would
+    otherwise share a key and pass an id check.
+    """
+    first: dict[str, Item] = {}
+    for item in items:
+        key = sample_key(source, item.id)
+        other = first.setdefault(key, item)
+        if other is item:
+            continue
+        if other.id == item.id:
+            raise SourceError(f"{source}: split {item.split} lists id {item.id!r} more than once")
+        raise SourceError(
+            f"{source}: ids {other.id!r} ({other.split}) and {item.id!r} ({item.split}) "
+            f"both become sample key {key!r}"
+        )
 
 
 # ----------------------------------------------------------------------------- one sample
@@ -134,14 +174,17 @@ def _as_member_dtype(name: str, array: np.ndarray) -> np.ndarray:
     return array.astype(want)
 
 
-def fit_geometry(sample: Sample, config: BuildConfig) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Centre-crop and resize the clip to `size` and dense maps to `label_size`; fit the boxes."""
+def fit_geometry(
+    sample: Sample, config: BuildConfig
+) -> tuple[np.ndarray, dict[str, np.ndarray], FrameGeometry]:
+    """Frame the clip (`pipeline.geometry`): the kept window at short side `size`, dense maps on the
+    label grid, boxes normalised to the stored frame and padded to the slots."""
     video = sample.video
     if video.dtype != np.uint8 or video.ndim != 4 or video.shape[-1] != 3:
         raise SampleError(f"video: {video.dtype} {video.shape}, expected uint8 [T,H,W,3]")
     if video.shape[0] != config.frames:
         raise SampleError(f"video has {video.shape[0]} frames, expected {config.frames}")
-    window = centre_square(*video.shape[1:3])
+    geometry = frame_geometry(*(sample.orig_hw or video.shape[1:3]), config)
     labels = {
         name: _as_member_dtype(name, array) for name, array in sample.labels.items() if name in MEMBER_SPECS
     }
@@ -150,25 +193,46 @@ def fit_geometry(sample: Sample, config: BuildConfig) -> tuple[np.ndarray, dict[
         raise SampleError(f"unknown label member(s) {', '.join(unknown)}")
     for name in DENSE_MEMBERS:
         if name in labels:
-            if labels[name].ndim < 3:
-                raise SampleError(f"{name}: shape {labels[name].shape}, expected [T,h,w,...]")
-            labels[name] = crop_and_resize_map(labels[name], config.label_size)
+            labels[name] = _fit_dense(name, labels[name], geometry, sample.dense_on_label_grid)
     if "boxes.npy" in labels or "boxes_cls.npy" in labels:
         if not {"boxes.npy", "boxes_cls.npy"} <= set(labels):
             raise SampleError("boxes.npy and boxes_cls.npy must come together")
         boxes, classes = labels["boxes.npy"], labels["boxes_cls.npy"]
         if boxes.ndim != 3 or boxes.shape[-1] != 4 or classes.shape != boxes.shape[:2]:
             raise SampleError(f"boxes {boxes.shape} / boxes_cls {classes.shape}, expected [T,N,4] / [T,N]")
-        boxes, classes = crop_boxes(boxes, classes, window)
+        boxes, classes = crop_boxes(boxes, classes, geometry.window)
         labels["boxes.npy"], labels["boxes_cls.npy"] = pad_box_slots(boxes, classes, config.max_objects)
-    return crop_and_resize_frames(video, config.size), labels
+    return _fit_frames(video, geometry), labels, geometry
+
+
+def _fit_frames(video: np.ndarray, geometry: FrameGeometry) -> np.ndarray:
+    """The stored frames: as they are when the decoder already framed them, else resized here."""
+    if video.shape[1:3] == geometry.hw:
+        return np.ascontiguousarray(video)
+    if video.shape[1:3] != geometry.source_hw:
+        (src_h, src_w), (out_h, out_w) = geometry.source_hw, geometry.hw
+        raise SampleError(
+            f"video frames are {video.shape[2]}x{video.shape[1]}, neither the source size "
+            f"{src_w}x{src_h} nor the stored {out_w}x{out_h}"
+        )
+    return resize_frames(video, geometry)
+
+
+def _fit_dense(name: str, array: np.ndarray, geometry: FrameGeometry, on_grid: bool) -> np.ndarray:
+    if array.ndim < 3:
+        raise SampleError(f"{name}: shape {array.shape}, expected [T,h,w,...]")
+    if not on_grid:
+        return resize_map(array, geometry)
+    if array.shape[1:3] != geometry.label_hw:
+        raise SampleError(f"{name}: {array.shape[1:3]} is not the label grid {geometry.label_hw}")
+    return np.ascontiguousarray(array)
 
 
 def finalize(
     sample: Sample, item: Item, source: str, config: BuildConfig, config_hash: str
 ) -> tuple[dict, np.ndarray, dict[str, np.ndarray]]:
     """Turn an adapter's `Sample` into `(meta, video, labels)` that satisfy the schema."""
-    video, labels = fit_geometry(sample, config)
+    video, labels, geometry = fit_geometry(sample, config)
     present = {LABEL_MEMBERS[name] for name in labels}
     if sample.label is not None:
         present.add("action")
@@ -186,7 +250,11 @@ def finalize(
         "label_name": sample.label_name,
         "fps": float(sample.fps),
         "frame_indices": [int(i) for i in sample.frame_indices],
-        "orig_hw": list(sample.orig_hw or sample.video.shape[1:3]),
+        "orig_hw": list(geometry.source_hw),
+        "hw": list(video.shape[1:3]),
+        "crop_box": list(geometry.crop_box),  # the kept window, source pixels (top, left, height, width)
+        "view": item.view,
+        "view_group": item.group,
         "config_hash": config_hash,
     }
     if sample.oscc is not None:
@@ -244,7 +312,13 @@ def build_unit(job: UnitJob) -> UnitResult:
             "split": item.split,
             "config_hash": job.config_hash,
             "fingerprint": item.fingerprint,
+            "view": item.view,
+            "view_group": item.group,
         }
+        if item.problem:  # found bad while listing: quarantined without calling load()
+            reason = _one_line(Quarantine(item.problem))
+            rows.append(manifest_row(**base, status="quarantined", reason=reason, mask=0))
+            continue
         try:
             meta, video, labels = finalize(adapter.load(item), item, job.source, job.config, job.config_hash)
         except Exception as error:  # noqa: BLE001 - any failure of one input quarantines that input only
@@ -252,7 +326,9 @@ def build_unit(job: UnitJob) -> UnitResult:
             continue
         members.append((key, encode_members(meta, video, labels, job.config.codec, job.config.jpeg_quality)))
         rows.append(
-            manifest_row(**base, status="ok", mask=meta["mask"], label=meta["label"], frames=len(video))
+            manifest_row(
+                **base, status="ok", mask=meta["mask"], label=meta["label"], frames=len(video), hw=meta["hw"]
+            )
         )
     part = {
         "fingerprint": job.unit.fingerprint,
@@ -279,8 +355,11 @@ def build_unit(job: UnitJob) -> UnitResult:
 # ----------------------------------------------------------------------------- reconciling with disk
 
 
-def load_parts(out_dir: Path, config_hash: str) -> dict[str, dict]:
-    """Finished parts of this config by shard name; a part whose shard is gone or changed is ignored."""
+def load_parts(out_dir: Path, config_hash: str, verify: bool = False) -> dict[str, dict]:
+    """Finished parts of this config by shard name; a part whose shard is gone or changed is ignored.
+
+    "Changed" is a different size; with `verify`, also a different sha256 (reads every shard).
+    """
     parts = {}
     for path in sorted((out_dir / PARTS).glob("*.json")):
         try:
@@ -291,7 +370,9 @@ def load_parts(out_dir: Path, config_hash: str) -> dict[str, dict]:
             continue
         shard_path = out_dir / path.name[: -len(".json")]
         if part["shard"] is not None and (
-            not shard_path.is_file() or shard_path.stat().st_size != part["bytes"]
+            not shard_path.is_file()
+            or shard_path.stat().st_size != part["bytes"]
+            or (verify and file_sha256(shard_path) != part["sha256"])
         ):
             continue
         parts[path.name[: -len(".json")]] = part
@@ -354,10 +435,28 @@ def drop_other_configs(out_dir: Path, config_hash: str) -> int:
     return removed
 
 
-def remove_temporaries(out_dir: Path) -> None:
-    """Temporary files of writes that a killed build never renamed into place."""
-    for path in [*out_dir.glob(".*.tmp"), *(out_dir / PARTS).glob(".*.tmp")]:
+def remove_temporaries(out_dir: Path) -> int:
+    """Temporary files of writes that a killed build (or a dead Ray worker) never renamed into place."""
+    stray = [*out_dir.glob(".*.tmp"), *(out_dir / PARTS).glob(".*.tmp")]
+    for path in stray:
         path.unlink(missing_ok=True)
+    return len(stray)
+
+
+def prepare_out(out_dir: Path) -> None:
+    """Create `<out>/<source>/.parts` and prove it writable, or say in one line why not (before any work)."""
+    for parent in [out_dir, *out_dir.parents]:
+        if parent.exists():
+            if not parent.is_dir():
+                raise SourceError(f"--out: {parent} is a file, not a directory")
+            break
+    probe = out_dir / PARTS / f".write-probe-{os.getpid()}.tmp"
+    try:
+        (out_dir / PARTS).mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise SourceError(f"--out: cannot write to {out_dir} ({error.strerror or error})") from None
 
 
 # ----------------------------------------------------------------------------- the build
@@ -397,42 +496,56 @@ def build_source(
     workers: int = 0,
     ray_address: str | None = None,
     progress: bool = False,
+    verify: bool = False,
+    ray_timeout: float = parallel.CONNECT_TIMEOUT,
 ) -> BuildReport:
-    """Build (or bring up to date) `<out>/<source>/` from the raw dataset at `root`."""
+    """Build (or bring up to date) `<out>/<source>/` from the raw dataset at `root`.
+
+    `verify` re-hashes the shards already on disk, so one whose bytes changed at the same size is
+    rebuilt too (without it, a shard is trusted when its size matches).
+    """
     started = time.time()
     adapter_class = get_source(source)
+    # Options first (before any work): an unknown or bad one is a one-line SourceError, and the
+    # hash below sees only declared options, normalised, defaults left out.
+    config = replace(config, options=adapter_class.resolve_options(config.options))
     root = Path(root) if root is not None else None
     check_root(adapter_class, root)
     adapter = adapter_class(root, config)
     config_hash = config.stable_hash(adapter_class.name, adapter_class.version)
     out_dir = Path(out) / source
-    splits = list(splits or adapter_class.splits)
+    requested = list(splits or [])
+    splits = requested or list(adapter_class.splits)
+    check_splits(adapter_class, splits)
+    prepare_out(out_dir)
+    items = {split: list_items(adapter, split) for split in splits}
+    check_found_inputs(source, root, items, requested)
+    check_unique_keys(source, [item for split_items in items.values() for item in split_items])
     units = [
         unit
         for split in splits
-        for unit in plan_units(list_items(adapter, split), split, config_hash, config.samples_per_unit)
+        for unit in plan_units(items[split], split, config_hash, config.samples_per_unit)
     ]
     report = BuildReport(source, out_dir, config_hash, units_total=len(units))
-    (out_dir / PARTS).mkdir(parents=True, exist_ok=True)
+    remove_temporaries(out_dir)  # before deciding "up to date": a dead writer's file must not outlive it
     previous = _previous_hash(out_dir)
     report.config_changed = previous is not None and previous != config_hash
     report.shards_removed = drop_other_configs(out_dir, config_hash) if report.config_changed else 0
-    parts = load_parts(out_dir, config_hash)
+    parts = load_parts(out_dir, config_hash, verify=verify)
     reuse_moved_units(out_dir, units, parts)
     todo = [unit for unit in units if parts.get(unit.shard, {}).get("fingerprint") != unit.fingerprint]
     planned = {unit.shard for unit in units}
     stale = [name for name, part in parts.items() if part["split"] in splits and name not in planned]
     report.units_reused = len(units) - len(todo)
-    if not todo and not stale and previous == config_hash and _build_covers(out_dir, parts):
+    if not todo and not stale and previous == config_hash and _commit_intact(out_dir, parts):
         report.up_to_date = True
         report.samples = sum(part["shard"] is not None and len(part["rows"]) for part in parts.values())
         return _finish(report, parts, started, write=False)
     (out_dir / BUILD_JSON).unlink(missing_ok=True)  # un-commit: readers must not see the change happening
-    remove_temporaries(out_dir)
     for name in stale:
         remove_shard(out_dir, name)
         parts.pop(name)
-    _run_units(todo, source, root, config, config_hash, out_dir, workers, ray_address, progress)
+    _run_units(todo, source, root, config, config_hash, out_dir, workers, ray_address, progress, ray_timeout)
     report.units_built = len(todo)
     parts = load_parts(out_dir, config_hash)
     missing = [
@@ -458,13 +571,45 @@ def _previous_hash(out_dir: Path) -> str | None:
     return None
 
 
-def _build_covers(out_dir: Path, parts: dict[str, dict]) -> bool:
-    """Whether build.json exists and lists exactly the shards the parts on disk hold."""
+def _commit_intact(out_dir: Path, parts: dict[str, dict]) -> bool:
+    """Whether everything build.json commits is there: the shards the parts hold (same names, sizes and
+    hashes), a readable manifest with one row per part row, and the quarantine list.
+
+    The shards' own bytes were checked by `load_parts` (size, and sha256 with `--verify`).
+    """
     try:
-        listed = {shard["name"] for shard in read_build(out_dir)["shards"]}
-    except Exception:  # noqa: BLE001
+        listed = {(s["name"], s["bytes"], s["sha256"]) for s in read_build(out_dir)["shards"]}
+        rows = pq.read_metadata(out_dir / MANIFEST).num_rows
+    except Exception:  # noqa: BLE001 - any unreadable or missing file means "repair"
         return False
-    return listed == {part["shard"] for part in parts.values() if part["shard"] is not None}
+    held = {(p["shard"], p["bytes"], p["sha256"]) for p in parts.values() if p["shard"] is not None}
+    return (
+        listed == held
+        and rows == sum(len(part["rows"]) for part in parts.values())
+        and (out_dir / QUARANTINE).is_file()
+    )
+
+
+def check_splits(adapter_class: type[Source], splits: Sequence[str]) -> None:
+    unknown = [split for split in splits if split not in adapter_class.splits]
+    if unknown:
+        raise SourceError(
+            f"source {adapter_class.name} has split(s) {', '.join(adapter_class.splits)}, not {unknown[0]!r}"
+        )
+
+
+def check_found_inputs(
+    source: str, root: Path | None, items: dict[str, list[Item]], requested: Sequence[str]
+) -> None:
+    """A build that finds nothing to build is a mistake (a wrong header, a wrong --root), not success."""
+    where = f" under {root}" if root is not None else ""
+    for split in requested:
+        if not items[split]:
+            raise SourceError(
+                f"{source}: no inputs found for split {split}{where} (check the annotation files)"
+            )
+    if not any(items.values()):
+        raise SourceError(f"{source}: no inputs found for any split{where} (check the annotation files)")
 
 
 def _run_units(
@@ -477,7 +622,10 @@ def _run_units(
     workers: int,
     ray_address: str | None,
     progress: bool,
+    ray_timeout: float = parallel.CONNECT_TIMEOUT,
 ) -> None:
+    if not todo:  # nothing to build: never pay Ray's start-up
+        return
     jobs = [
         UnitJob(source, str(root) if root else None, config, config_hash, str(out_dir), unit) for unit in todo
     ]
@@ -499,7 +647,9 @@ def _run_units(
             bar.set_postfix(quarantined=result.quarantined, refresh=False)
 
     try:
-        parallel.run(build_unit, jobs, on_result, workers=workers, ray_address=ray_address)
+        parallel.run(
+            build_unit, jobs, on_result, workers=workers, ray_address=ray_address, timeout=ray_timeout
+        )
     finally:
         if bar is not None:
             bar.close()

@@ -5,6 +5,7 @@
     pvit-pipeline sources
     pvit-pipeline info shards/procedural
     pvit-pipeline verify shards/procedural
+    pvit-pipeline show shards/procedural --split val --count 2
     pvit-pipeline bench
 
 A user mistake (unknown source, missing --root, bad flag value, not a build directory) is one
@@ -59,8 +60,37 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--out", type=Path, default=Path("shards"), help="output directory (default: shards/)")
     build.add_argument("--split", action="append", help="split to build (repeatable; default: all)")
     build.add_argument("--frames", type=_positive_int, default=16, help="frames per clip (default 16)")
-    build.add_argument("--size", type=_positive_int, default=224, help="clip side in pixels (default 224)")
-    build.add_argument("--label-size", type=_positive_int, default=56, help="label map side (default 56)")
+    build.add_argument(
+        "--sampling-rate",
+        type=_positive_int,
+        help="source frames between clip frames, fixed-stride sources (default: the adapter's, e.g. 4)",
+    )
+    build.add_argument(
+        "--size", type=_positive_int, default=256, help="stored short side in pixels (default 256)"
+    )
+    build.add_argument(
+        "--crop",
+        default="none",
+        help="none: keep the whole frame at its aspect ratio; centre: the centre square only (default none)",
+    )
+    build.add_argument(
+        "--max-aspect",
+        type=float,
+        default=2.0,
+        help="crop none: a long side beyond this many short sides is centre-cropped to it (default 2.0)",
+    )
+    build.add_argument(
+        "--label-stride",
+        type=_positive_int,
+        default=4,
+        help="dense label maps are [H/k, W/k] of the stored frame (default 4)",
+    )
+    build.add_argument(
+        "--train-views",
+        type=_positive_int,
+        default=1,
+        help="independent train-mode temporal samplings stored per training video (default 1)",
+    )
     build.add_argument("--codec", default="npy", help="video codec: npy (raw) or jpeg (default npy)")
     build.add_argument("--jpeg-quality", type=_positive_int, default=90, help="JPEG quality (default 90)")
     build.add_argument("--max-objects", type=_positive_int, default=8, help="box slots per frame (default 8)")
@@ -77,15 +107,31 @@ def build_parser() -> argparse.ArgumentParser:
         help="local Ray workers (default: one per CPU); 0 = serial, in-process",
     )
     build.add_argument("--ray-address", help="join a running Ray cluster (e.g. auto)")
+    build.add_argument(
+        "--ray-timeout",
+        type=float,
+        default=15.0,
+        help="seconds to wait for --ray-address to answer before giving up (default 15)",
+    )
+    build.add_argument(
+        "--verify", action="store_true", help="re-hash existing shards; rebuild any whose bytes changed"
+    )
     build.add_argument("--quiet", action="store_true", help="no progress bar")
 
-    commands.add_parser("sources", help="list the source adapters and the tasks each provides")
+    sources = commands.add_parser("sources", help="list the source adapters; with NAME, that one's options")
+    sources.add_argument("name", nargs="?", help="an adapter: its splits, tasks and every --option it reads")
     info = commands.add_parser("info", help="counts per split and task, config, quarantine")
     info.add_argument("dir", type=Path)
     verify = commands.add_parser(
         "verify", help="re-hash shards, check every sample against schema and manifest"
     )
     verify.add_argument("dir", type=Path)
+    show = commands.add_parser("show", help="PNG contact sheet of samples with every label drawn")
+    show.add_argument("dir", type=Path)
+    show.add_argument("--key", help="the sample to draw (a manifest key)")
+    show.add_argument("--split", help="draw samples of this split (default: any)")
+    show.add_argument("--count", type=_positive_int, default=1, help="samples, spread over the split")
+    show.add_argument("--out", type=Path, help="PNG path (default: <dir>.show.png next to the directory)")
     bench = commands.add_parser("bench", help="procedural build throughput and shard read throughput")
     bench.add_argument("--num-samples", type=_positive_int, default=48)
     bench.add_argument("--workers", type=_positive_int, default=0)
@@ -102,6 +148,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "sources": cmd_sources,
             "info": cmd_info,
             "verify": cmd_verify,
+            "show": cmd_show,
             "bench": cmd_bench,
         }[args.command](args)
     except (UsageError, BuildDirError) as error:
@@ -114,13 +161,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def cmd_build(args: argparse.Namespace) -> int:
     from pipeline.build import build_source
+    from pipeline.parallel import ClusterUnreachable
     from pipeline.sources import SourceError
 
     try:
         config = BuildConfig(
             frames=args.frames,
+            sampling_rate=args.sampling_rate,
             size=args.size,
-            label_size=args.label_size,
+            crop=args.crop,
+            max_aspect=args.max_aspect,
+            label_stride=args.label_stride,
+            train_views=args.train_views,
             codec=args.codec,
             jpeg_quality=args.jpeg_quality,
             max_objects=args.max_objects,
@@ -138,8 +190,10 @@ def cmd_build(args: argparse.Namespace) -> int:
             workers=args.workers,
             ray_address=args.ray_address,
             progress=not args.quiet,
+            verify=args.verify,
+            ray_timeout=args.ray_timeout,
         )
-    except (ValueError, SourceError) as error:
+    except (ValueError, SourceError, ClusterUnreachable) as error:
         raise UsageError(str(error).splitlines()[0]) from None
     print(summarise(report))
     return 0
@@ -176,8 +230,20 @@ def summarise(report: BuildReport) -> str:
 
 
 def cmd_sources(args: argparse.Namespace) -> int:
-    from pipeline.sources import get_source, source_names
+    from pipeline.sources import SourceError, get_source, source_names
 
+    if args.name:
+        try:
+            adapter = get_source(args.name)
+        except SourceError as error:
+            raise UsageError(str(error)) from None
+        print(f"{args.name}: {adapter.description}")
+        print(f"  tasks: {', '.join(adapter.tasks)}; splits: {', '.join(adapter.splits)}")
+        print(f"  --root: {'required' if adapter.needs_root else 'not needed'}")
+        print("  options (--option NAME=VALUE):" if adapter.options else "  options: none")
+        for option in adapter.options:
+            print(f"    {option.describe()}")
+        return 0
     for name in source_names():
         adapter = get_source(name)
         root = "" if adapter.needs_root else " (no --root needed)"
@@ -204,16 +270,28 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from pipeline.reader import verify
+    from pipeline.reader import stray_files, verify
 
     problems = verify(args.dir)
     for problem in problems:
         print(problem)
     build = read_build(args.dir)
+    for name in stray_files(args.dir):
+        print(f"note: stray file {name} (not part of the build; readers ignore it)")
     if problems:
         print(f"FAILED: {len(problems)} problem(s) in {args.dir}", file=sys.stderr)
         return 1
     print(f"OK: {len(build['shards'])} shards, {build['counts']['samples']} samples verified in {args.dir}")
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from pipeline.show import ShowError, show
+
+    try:
+        print(show(args.dir, key=args.key, split=args.split, count=args.count, out=args.out))
+    except ShowError as error:
+        raise UsageError(str(error)) from None
     return 0
 
 

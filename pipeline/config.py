@@ -12,8 +12,9 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 
-FORMAT_VERSION = 1  # bump when the shard layout itself changes
+FORMAT_VERSION = 2  # bump when the shard layout itself changes (2: full frames, label stride, views)
 CODECS = ("npy", "jpeg")
+CROPS = ("none", "centre")
 
 
 @dataclass(frozen=True)
@@ -21,8 +22,12 @@ class BuildConfig:
     """What one `pvit-pipeline build` produces. Validated on construction."""
 
     frames: int = 16  # frames T per clip
-    size: int = 224  # RGB frames are resized (short side) and centre-cropped to size x size
-    label_size: int = 56  # dense label maps are size label_size x label_size
+    sampling_rate: int | None = None  # frames between clip frames, fixed-stride sources; None = the adapter's
+    size: int = 256  # stored short side S, in pixels
+    crop: str = "none"  # none: the whole frame at its aspect ratio; centre: the centre S x S square only
+    max_aspect: float = 2.0  # crop none: a long side beyond this many short sides is centre-cropped to it
+    label_stride: int = 4  # dense label maps are [T, H/k, W/k] of the stored [H, W] frame
+    train_views: int = 1  # independent train-mode temporal samplings stored per training video
     codec: str = "npy"  # video.npy (raw uint8) or per-frame JPEG
     jpeg_quality: int = 90  # only used by the jpeg codec
     max_objects: int = 8  # O, the box slots per frame in boxes.npy
@@ -37,10 +42,18 @@ class BuildConfig:
             raise ValueError(f"--frames must be at least 1, got {self.frames}")
         if self.size < 8:
             raise ValueError(f"--size must be at least 8, got {self.size}")
-        if not 1 <= self.label_size <= self.size:
+        if not 1 <= self.label_stride <= self.size:
             raise ValueError(
-                f"--label-size must be between 1 and --size ({self.size}), got {self.label_size}"
+                f"--label-stride must be between 1 and --size ({self.size}), got {self.label_stride}"
             )
+        if self.crop not in CROPS:
+            raise ValueError(f"--crop must be one of {', '.join(CROPS)}, got {self.crop!r}")
+        if not self.max_aspect >= 1.0:
+            raise ValueError(f"--max-aspect must be at least 1, got {self.max_aspect}")
+        if self.train_views < 1:
+            raise ValueError(f"--train-views must be at least 1, got {self.train_views}")
+        if self.sampling_rate is not None and self.sampling_rate < 1:
+            raise ValueError(f"--sampling-rate must be at least 1, got {self.sampling_rate}")
         if self.codec not in CODECS:
             raise ValueError(f"--codec must be one of {', '.join(CODECS)}, got {self.codec!r}")
         if not 1 <= self.jpeg_quality <= 100:
@@ -51,6 +64,11 @@ class BuildConfig:
             raise ValueError(f"--samples-per-shard must be at least 1, got {self.samples_per_unit}")
         if self.num_samples is not None and self.num_samples < 0:
             raise ValueError(f"--num-samples must not be negative, got {self.num_samples}")
+
+    @property
+    def full_frame(self) -> bool:
+        """Whether the whole frame is kept (`--crop none`) rather than its centre square."""
+        return self.crop == "none"
 
     def option(self, name: str, default: str | None = None) -> str | None:
         """The value of adapter option `name` (`--option name=value`), or `default`."""

@@ -1,23 +1,33 @@
-"""Build geometry: every clip becomes `size x size`, every label map `label_size x label_size`.
+"""Build geometry: how a source frame becomes the stored frame, and its labels the stored labels.
 
-The short side is scaled to the target and the centre square kept, for the video and for every
-label map alike, so pixels of both keep looking at the same point of the scene. Label maps are
-resampled by nearest neighbour: a depth, a normal or a class id is never blended with its
+A source frame `h x w` keeps a pixel *window* (`--crop none`: the whole frame, unless its long
+side exceeds `--max-aspect` short sides, then the centre of it; `--crop centre`: the centre
+square), and the window is scaled so its short side is `--size S`. Dense label maps are stored on
+a grid `--label-stride k` times coarser than the stored frame, `[H/k, W/k]` (rounded), sampled by
+nearest neighbour over the same window: a depth, a normal or a class id is never blended with its
 neighbour (a blended class id would be a different class; a blended depth across an edge is a
-surface that does not exist).
+surface that does not exist). Boxes are normalised to the stored frame, i.e. to the window.
+
+The integer rules here are ffmpeg's, because real video is cut and scaled inside ffmpeg's filter
+graph (`pipeline.video`): the window's pixel size is truncated, its offset is `trunc((iw-ow)/2)`,
+and the scaled long side is `av_rescale(S, long, short)` (round half up), as the scale filter
+computes a `-1` dimension. `pipeline.video` checks the decoded frame against `frame_geometry`.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
 
+from pipeline.config import BuildConfig
+
 
 @dataclass(frozen=True)
 class Window:
-    """The centre square of a frame, in fractions of its height and width."""
+    """A rectangle of a frame, in fractions of its height and width."""
 
     top: float
     left: float
@@ -25,28 +35,77 @@ class Window:
     width: float
 
 
-def centre_square(height: int, width: int) -> Window:
-    """The largest centred square of a `height x width` frame, as a `Window`."""
-    side = min(height, width)
-    return Window(
-        top=(height - side) / 2 / height,
-        left=(width - side) / 2 / width,
-        height=side / height,
-        width=side / width,
-    )
+FULL = Window(0.0, 0.0, 1.0, 1.0)
 
 
-def crop_and_resize_frames(video: np.ndarray, size: int) -> np.ndarray:
-    """uint8 `[T,H,W,3]` -> `[T,size,size,3]`: centre square, then an antialiased resize."""
-    frames, height, width, _ = video.shape
-    if height == width == size:
+@dataclass(frozen=True)
+class FrameGeometry:
+    """Where the stored frame comes from in a `source_hw` frame, and its stored sizes."""
+
+    source_hw: tuple[int, int]
+    crop_box: tuple[int, int, int, int]  # top, left, height, width of the kept window, source pixels
+    hw: tuple[int, int]  # stored frame (H, W)
+    label_hw: tuple[int, int]  # stored dense label maps (H/k, W/k)
+
+    @property
+    def window(self) -> Window:
+        top, left, height, width = self.crop_box
+        src_h, src_w = self.source_hw
+        return Window(top / src_h, left / src_w, height / src_h, width / src_w)
+
+    @property
+    def cropped(self) -> bool:
+        """Whether any of the source frame was cut away."""
+        return self.crop_box[2:] != self.source_hw
+
+
+def kept_window(height: int, width: int, crop: str, max_aspect: float) -> tuple[int, int, int, int]:
+    """(top, left, height, width) in pixels of the part of a `height x width` frame that is kept."""
+    if crop == "centre":
+        keep_h = keep_w = min(height, width)
+    else:
+        keep_h = min(height, math.floor(width * max_aspect))
+        keep_w = min(width, math.floor(height * max_aspect))
+    return (height - keep_h) // 2, (width - keep_w) // 2, keep_h, keep_w
+
+
+def scaled_hw(height: int, width: int, short_side: int) -> tuple[int, int]:
+    """`height x width` scaled so the short side is `short_side`; the long side rounded half up."""
+    if width >= height:
+        return short_side, (short_side * width + height // 2) // height
+    return (short_side * height + width // 2) // width, short_side
+
+
+def label_hw(hw: tuple[int, int], stride: int) -> tuple[int, int]:
+    """The dense label grid of a stored frame `hw`: each side divided by `stride`, rounded half up."""
+    return tuple(max(1, (side + stride // 2) // stride) for side in hw)  # type: ignore[return-value]
+
+
+def stored_geometry(
+    height: int, width: int, size: int, crop: str = "none", max_aspect: float = 2.0, label_stride: int = 1
+) -> FrameGeometry:
+    """The stored geometry of a `height x width` source frame: short side `size`, `crop`, `max_aspect`."""
+    box = kept_window(height, width, crop, max_aspect)
+    hw = scaled_hw(box[2], box[3], size)
+    return FrameGeometry((height, width), box, hw, label_hw(hw, label_stride))
+
+
+def frame_geometry(height: int, width: int, config: BuildConfig) -> FrameGeometry:
+    """The stored geometry of a `height x width` source frame under `config`."""
+    return stored_geometry(height, width, config.size, config.crop, config.max_aspect, config.label_stride)
+
+
+def resize_frames(video: np.ndarray, geometry: FrameGeometry) -> np.ndarray:
+    """uint8 `[T,h,w,3]` source frames -> `[T,H,W,3]`: the kept window, then an antialiased resize."""
+    frames = video.shape[0]
+    top, left, height, width = geometry.crop_box
+    out_h, out_w = geometry.hw
+    if (height, width) == (out_h, out_w) and (top, left) == (0, 0):
         return np.ascontiguousarray(video)
-    side = min(height, width)
-    top, left = (height - side) // 2, (width - side) // 2
-    out = np.empty((frames, size, size, 3), dtype=np.uint8)
+    out = np.empty((frames, out_h, out_w, 3), dtype=np.uint8)
     for t in range(frames):
-        square = Image.fromarray(video[t, top : top + side, left : left + side])
-        out[t] = np.asarray(square.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=3.0))
+        window = Image.fromarray(np.ascontiguousarray(video[t, top : top + height, left : left + width]))
+        out[t] = np.asarray(window.resize((out_w, out_h), Image.Resampling.BILINEAR, reducing_gap=3.0))
     return out
 
 
@@ -56,26 +115,29 @@ def nearest_indices(length: int, start: float, extent: float, size: int) -> np.n
     return np.clip(np.floor(centres * length).astype(np.int64), 0, length - 1)
 
 
-def label_pixels(height: int, width: int, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Rows and columns of a `height x width` map that its `size x size` label map keeps.
+def label_pixels(map_hw: tuple[int, int], geometry: FrameGeometry) -> tuple[np.ndarray, np.ndarray]:
+    """Rows and columns of a `map_hw` label map (covering the source frame) that the stored grid keeps.
 
     An adapter with expensive per-pixel conversions (Hypersim at 1024x768) may select these pixels
-    first: the engine's own resampling of the resulting `size x size` map is then the identity.
+    first: the engine's own resampling of the resulting map is then the identity.
     """
-    window = centre_square(height, width)
-    rows = nearest_indices(height, window.top, window.height, size)
-    cols = nearest_indices(width, window.left, window.width, size)
+    window = geometry.window
+    rows = nearest_indices(map_hw[0], window.top, window.height, geometry.label_hw[0])
+    cols = nearest_indices(map_hw[1], window.left, window.width, geometry.label_hw[1])
     return rows, cols
 
 
-def crop_and_resize_map(label_map: np.ndarray, size: int) -> np.ndarray:
-    """A `[T,h,w,...]` label map -> `[T,size,size,...]` by nearest neighbour over the centre square."""
-    rows, cols = label_pixels(label_map.shape[1], label_map.shape[2], size)
+def resize_map(label_map: np.ndarray, geometry: FrameGeometry) -> np.ndarray:
+    """A `[T,h,w,...]` label map covering the source frame -> `[T,H/k,W/k,...]` by nearest neighbour."""
+    rows, cols = label_pixels(label_map.shape[1:3], geometry)
+    same_size = len(rows) == label_map.shape[1] and len(cols) == label_map.shape[2]
+    if same_size and (rows == np.arange(len(rows))).all() and (cols == np.arange(len(cols))).all():
+        return np.ascontiguousarray(label_map)
     return np.ascontiguousarray(label_map[:, rows][:, :, cols])
 
 
 def crop_boxes(boxes: np.ndarray, classes: np.ndarray, window: Window) -> tuple[np.ndarray, np.ndarray]:
-    """Map normalised xyxy boxes `[T,N,4]` into `window`, clipping; boxes left empty become padding."""
+    """Map normalised xyxy boxes `[..., N, 4]` into `window`, clipping; boxes left empty become padding."""
     boxes = boxes.astype(np.float32, copy=True)
     classes = classes.astype(np.int16, copy=True)
     boxes[..., 0::2] = (boxes[..., 0::2] - window.left) / window.width

@@ -25,6 +25,8 @@ MANIFEST_SCHEMA = pa.schema(
         ("source", pa.string()),
         ("id", pa.string()),
         ("split", pa.string()),
+        ("view", pa.int32()),  # temporal view of its video (evaluation views, or --train-views)
+        ("view_group", pa.string()),  # the id every view of one video shares
         ("shard", pa.string()),  # null for a quarantined sample
         ("offset", pa.int64()),  # byte offset of the sample's first tar header
         ("size", pa.int64()),  # bytes from that header to the end of its last member
@@ -32,6 +34,7 @@ MANIFEST_SCHEMA = pa.schema(
         *[(f"has_{task}", pa.bool_()) for task in TASKS],
         ("label", pa.int64()),
         ("frames", pa.int32()),
+        ("hw", pa.list_(pa.int32(), 2)),  # stored frame [H, W]
         ("config_hash", pa.string()),
         ("fingerprint", pa.string()),  # of the raw inputs the sample came from
         ("status", pa.string()),  # "ok" or "quarantined"
@@ -60,9 +63,20 @@ def write_manifest(path: Path, rows: list[dict]) -> None:
 
 
 def read_manifest(source_dir: Path) -> pa.Table:
-    """The manifest of a finished build."""
+    """The manifest of a finished build; `BuildDirError` (one line) when it is missing or unreadable."""
     read_build(source_dir)
-    return pq.read_table(Path(source_dir) / MANIFEST)
+    path = Path(source_dir) / MANIFEST
+    if not path.is_file():
+        raise BuildDirError(f"{source_dir}: no {MANIFEST} (rebuild the source to restore it)")
+    try:
+        table = pq.read_table(path)
+    except (OSError, pa.ArrowException) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise BuildDirError(f"{path}: unreadable ({first}); rebuild the source to restore it") from None
+    missing = [name for name in MANIFEST_SCHEMA.names if name not in table.column_names]
+    if missing:
+        raise BuildDirError(f"{path}: lacks column(s) {', '.join(missing)}; rebuild the source")
+    return table
 
 
 def write_build(source_dir: Path, build: dict) -> None:
@@ -79,9 +93,35 @@ def read_build(source_dir: Path | str) -> dict:
             f"{source_dir}: no {BUILD_JSON} (not a build directory, or its build is unfinished)"
         )
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as error:
+        build = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise BuildDirError(f"{path}: unreadable ({error})") from None
+    problem = _build_json_problem(build)
+    if problem:
+        raise BuildDirError(f"{path}: {problem}; rebuild the source")
+    return build
+
+
+# What readers rely on in build.json: top-level key -> type, and the keys of each shard entry.
+_BUILD_KEYS = {"source": str, "config": dict, "config_hash": str, "shards": list, "counts": dict}
+_SHARD_KEYS = ("name", "split", "samples", "bytes", "sha256")
+_COUNT_KEYS = ("samples", "quarantined", "splits")
+
+
+def _build_json_problem(build: object) -> str | None:
+    """What is wrong with a parsed build.json, or None."""
+    if not isinstance(build, dict):
+        return "not a JSON object"
+    for key, kind in _BUILD_KEYS.items():
+        if not isinstance(build.get(key), kind):
+            return f"lacks {key!r}" if key not in build else f"{key!r} is not a {kind.__name__}"
+    missing = [key for key in _COUNT_KEYS if key not in build["counts"]]
+    if missing:
+        return f"'counts' lacks {', '.join(map(repr, missing))}"
+    for number, shard in enumerate(build["shards"]):
+        if not isinstance(shard, dict) or any(key not in shard for key in _SHARD_KEYS):
+            return f"shard entry {number} lacks one of {', '.join(_SHARD_KEYS)}"
+    return None
 
 
 def write_quarantine(source_dir: Path, rows: list[dict]) -> None:

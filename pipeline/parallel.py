@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import socket
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
@@ -19,6 +20,49 @@ R = TypeVar("R")
 
 MAX_RETRIES = 3  # Ray re-runs a task this many times when its worker process dies
 INFLIGHT_PER_WORKER = 2  # submitted-but-unfinished tasks per worker: enough to hide scheduling gaps
+CONNECT_TIMEOUT = 15.0  # seconds to reach a --ray-address before giving up (Ray itself waits minutes)
+
+
+class ClusterUnreachable(ConnectionError):
+    """`--ray-address` names no reachable Ray cluster; one line saying what to check."""
+
+
+def _host_port(address: str) -> tuple[str, int] | None:
+    """`host:port` of a Ray address (`ray://` client addresses too); None when it names no port."""
+    address = address.removeprefix("ray://")
+    host, _, port = address.rpartition(":")
+    return (host.strip("[]"), int(port)) if host and port.isdigit() else None
+
+
+def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT) -> None:
+    """Fail fast, in one line, when nothing listens at a cluster address.
+
+    `ray.init(address=...)` retries an unreachable head for minutes; a TCP connect to its port answers
+    in at most `timeout` seconds. `auto` is resolved the way Ray resolves it (its cluster file or
+    RAY_ADDRESS) first.
+    """
+    what = address
+    if address == "auto":
+        from ray._private.services import canonicalize_bootstrap_address
+
+        try:
+            address = canonicalize_bootstrap_address("auto") or ""
+        except ConnectionError:
+            raise ClusterUnreachable(
+                "--ray-address auto: no running Ray cluster found on this machine "
+                "(start one with `ray start --head`, or pass host:port)"
+            ) from None
+    target = _host_port(address)
+    if target is None:
+        raise ClusterUnreachable(f"--ray-address {what}: expected host:port, ray://host:port or auto")
+    try:
+        socket.create_connection(target, timeout=timeout).close()
+    except OSError as error:
+        raise ClusterUnreachable(
+            f"--ray-address {what}: nothing answered at {target[0]}:{target[1]} within {timeout:g}s "
+            f"({error.strerror or error}); check that the head node runs (`ray status` there), "
+            f"the address and port, and any firewall"
+        ) from None
 
 
 def run(
@@ -27,13 +71,19 @@ def run(
     on_result: Callable[[R], Any],
     workers: int = 0,
     ray_address: str | None = None,
+    timeout: float = CONNECT_TIMEOUT,
 ) -> None:
-    """Call `fn(task)` for every task and `on_result(result)` in the driver as each finishes."""
+    """Call `fn(task)` for every task and `on_result(result)` in the driver as each finishes.
+
+    `timeout` bounds the wait for a cluster at `ray_address` (`ClusterUnreachable` after it).
+    """
+    if not tasks:
+        return
     if workers == 0 and ray_address is None:
         for task in tasks:
             on_result(fn(task))
         return
-    _run_on_ray(fn, tasks, on_result, workers, ray_address)
+    _run_on_ray(fn, tasks, on_result, workers, ray_address, timeout)
 
 
 @contextlib.contextmanager
@@ -54,12 +104,14 @@ def _run_on_ray(
     on_result: Callable[[R], Any],
     workers: int,
     ray_address: str | None,
+    timeout: float = CONNECT_TIMEOUT,
 ) -> None:
     import ray
 
     started_here = not ray.is_initialized()
     if started_here:
         if ray_address is not None:
+            check_reachable(ray_address, timeout)
             ray.init(address=ray_address, logging_level=logging.ERROR, log_to_driver=True)
         else:
             ray.init(

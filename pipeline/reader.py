@@ -11,7 +11,7 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
-from pipeline.manifest import read_build, read_manifest
+from pipeline.manifest import BUILD_JSON, MANIFEST, QUARANTINE, read_build, read_manifest
 from pipeline.schema import LABEL_MEMBERS, META_JSON, SampleError, validate_sample
 from pipeline.shards import decode_npy, decode_video, file_sha256, read_shard
 
@@ -20,10 +20,17 @@ def decode_sample(key: str, members: dict[str, bytes]) -> dict:
     """`{"__key__", "meta": dict, "video": uint8 [T,H,W,3], "<label>.npy": array, ...}`."""
     if META_JSON not in members:
         raise SampleError(f"{key}: no {META_JSON}")
-    sample = {"__key__": key, "meta": json.loads(members[META_JSON]), "video": decode_video(members)}
-    for name in members:
-        if name in LABEL_MEMBERS:
-            sample[name] = decode_npy(members[name])
+    name = META_JSON
+    try:  # a member that does not parse is one line naming the sample and the member
+        sample = {"__key__": key, "meta": json.loads(bytes(members[META_JSON]))}
+        name = "video"
+        sample["video"] = decode_video(members)
+        for name in members:
+            if name in LABEL_MEMBERS:
+                sample[name] = decode_npy(members[name])
+    except Exception as error:  # noqa: BLE001 - json, npy and JPEG decoders fail in different ways
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise SampleError(f"{key}: {name} does not parse ({first})") from None
     return sample
 
 
@@ -60,6 +67,20 @@ def verify(source_dir: Path | str) -> list[str]:
         problems.extend(_verify_shard(path, shard, rows, build["config_hash"], seen))
     problems.extend(f"{key}: in the manifest but in no shard" for key in sorted(set(rows) - seen))
     return problems
+
+
+def stray_files(source_dir: Path | str) -> list[str]:
+    """Files in a build directory that the build does not commit: temporaries of killed writes, shards
+    of no build. Readers never open them (they follow build.json); `build` removes the temporaries."""
+    source_dir = Path(source_dir)
+    known = {BUILD_JSON, MANIFEST, QUARANTINE, ".parts"} | {
+        s["name"] for s in read_build(source_dir)["shards"]
+    }
+    stray = [path for path in sorted(source_dir.iterdir()) if path.name not in known]
+    parts = source_dir / ".parts"
+    if parts.is_dir():
+        stray += [path for path in sorted(parts.iterdir()) if path.suffix != ".json"]
+    return [str(path.relative_to(source_dir)) for path in stray]
 
 
 def _verify_shard(

@@ -7,6 +7,7 @@ every sample before it is written and `verify` runs on every sample it reads bac
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -112,7 +113,7 @@ VIDEO_NPY = "video.npy"
 META_JSON = "meta.json"
 REQUIRED_META = (
     "source", "id", "split", "mask", "tasks", "label", "label_name",
-    "fps", "frame_indices", "orig_hw", "config_hash",
+    "fps", "frame_indices", "orig_hw", "hw", "view", "view_group", "config_hash",
 )  # fmt: skip
 LABEL_MEMBERS: dict[str, str] = {spec.name: task for task, specs in TASK_MEMBERS.items() for spec in specs}
 MEMBER_SPECS: dict[str, MemberSpec] = {spec.name: spec for specs in TASK_MEMBERS.values() for spec in specs}
@@ -139,9 +140,15 @@ def sample_key(source: str, sample_id: str) -> str:
     """`<source>-<id>` with every character outside [A-Za-z0-9_-] replaced by `_`.
 
     WebDataset splits a tar member name at its first dot, so a dot inside a key would silently
-    cut the sample in two.
+    cut the sample in two. Replacing characters can make two ids one key (`50.1` and `50_1`), so a
+    key whose id had to change ends in `_` and 8 hex digits of the raw id's SHA-1; ids that are
+    already safe keep their plain key.
     """
-    return _KEY_UNSAFE.sub("_", f"{source}-{sample_id}")
+    raw = f"{source}-{sample_id}"
+    safe = _KEY_UNSAFE.sub("_", raw)
+    if safe == raw:
+        return raw
+    return f"{safe}_{hashlib.sha1(raw.encode()).hexdigest()[:8]}"
 
 
 def frame_member(index: int) -> str:
@@ -211,6 +218,8 @@ def validate_sample(meta: Mapping, arrays: Mapping[str, np.ndarray], video_shape
         field = TASK_META_FIELDS.get(task)
         if field is not None and (meta.get(field) is not None) != (task in present):
             raise SampleError(f"meta.json {field}={meta.get(field)!r} disagrees with the mask bit of {task}")
+    if list(meta["hw"]) != list(video_shape[1:3]):
+        raise SampleError(f"meta.json hw {meta['hw']} disagrees with the video's {list(video_shape[1:3])}")
     dims = {"T": video_shape[0]}
     if len(meta["frame_indices"]) != video_shape[0]:
         raise SampleError(

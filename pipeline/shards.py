@@ -39,11 +39,12 @@ _NPY_HEADER = re.compile(
 )
 
 
-def decode_npy(data: bytes) -> np.ndarray:
-    """A writable array from `.npy` bytes.
+def decode_npy(data: bytes | memoryview, copy: bool = True) -> np.ndarray:
+    """An array from `.npy` bytes: a copy, or (`copy=False`) a view of `data` itself.
 
-    Parses the header with a regex instead of np.load's `ast.literal_eval` and copies the payload
-    once: 3-5x faster than np.load on a BytesIO, which matters for the many small label members.
+    Parses the header with a regex instead of np.load's `ast.literal_eval`: 3-5x faster than np.load
+    on a BytesIO, which matters for the many small label members. A view of a writable buffer (the
+    trainer's `bytearray` spans) is writable and costs nothing, which matters for the clip.
     """
     if data[:6] != b"\x93NUMPY" or data[6] not in (1, 2, 3):
         raise ValueError("not an .npy payload")
@@ -57,7 +58,8 @@ def decode_npy(data: bytes) -> np.ndarray:
     shape = tuple(int(dim) for dim in header.group(3).split(b",") if dim.strip())
     count = int(np.prod(shape, dtype=np.int64))
     flat = np.frombuffer(data, dtype=dtype, count=count, offset=end)
-    return flat.reshape(shape, order="F" if header.group(2) == b"True" else "C").copy()
+    array = flat.reshape(shape, order="F" if header.group(2) == b"True" else "C")
+    return array.copy() if copy else array
 
 
 def encode_jpeg(frame: np.ndarray, quality: int) -> bytes:
@@ -86,9 +88,9 @@ def encode_members(
 
 
 def decode_video(members: dict[str, bytes]) -> np.ndarray:
-    """The clip `[T,H,W,3]` uint8 of a sample, whichever codec wrote it."""
+    """The clip `[T,H,W,3]` uint8 of a sample, whichever codec wrote it (npy: a view of its member)."""
     if VIDEO_NPY in members:
-        return decode_npy(members[VIDEO_NPY])
+        return decode_npy(members[VIDEO_NPY], copy=False)
     frames = sorted(name for name in members if name.startswith("video.") and name.endswith(".jpg"))
     if not frames:
         raise ValueError("sample has no video member")
@@ -139,6 +141,47 @@ def index_shard(path: Path) -> list[ShardEntry]:
             else:
                 spans[key] = [member.offset, end]
     return [ShardEntry(key, start, end - start) for key, (start, end) in spans.items()]
+
+
+class SpanError(ValueError):
+    """A byte span that is not the tar members of one sample; the message says what is wrong."""
+
+
+def _octal(field: memoryview) -> int:
+    text = bytes(field).split(b"\0", 1)[0].strip()
+    return int(text, 8) if text else 0
+
+
+def span_members(data: bytearray | bytes) -> dict[str, memoryview]:
+    """The members of the one sample that `data` (its byte span in a shard) holds, as zero-copy views.
+
+    Our shards hold plain ustar headers only (`write_shard`), so a header is parsed in place: name,
+    size, type and checksum; about 10x faster than `tarfile` on a span, which the loader reads per
+    sample. Anything else (an extended header, a bad checksum, a second key) is a `SpanError`.
+    """
+    view = memoryview(data)
+    members: dict[str, memoryview] = {}
+    key, pos = None, 0
+    while pos + 512 <= len(view) and view[pos] != 0:
+        header = view[pos : pos + 512]
+        stored = _octal(header[148:156])
+        if stored != sum(header[:148]) + 256 + sum(header[156:]):  # the checksum field counts as spaces
+            raise SpanError(f"tar header at span byte {pos}: bad checksum")
+        if header[156] not in (0, ord("0")):
+            raise SpanError(f"tar header at span byte {pos}: type {chr(header[156])!r} is not a plain file")
+        name = bytes(header[:100]).split(b"\0", 1)[0].decode()
+        prefix = bytes(header[345:500]).split(b"\0", 1)[0].decode()
+        member_key, _, member = (f"{prefix}/{name}" if prefix else name).partition(".")
+        if key is not None and member_key != key:
+            raise SpanError(f"span holds two samples ({key}, {member_key})")
+        key, size, start = member_key, _octal(header[124:136]), pos + 512
+        if start + size > len(view):
+            raise SpanError(f"member {name} ends after the span (truncated tar)")
+        members[member] = view[start : start + size]
+        pos = start + -(-size // 512) * 512
+    if not members:
+        raise SpanError("no sample there")
+    return members
 
 
 def read_shard(path: Path) -> Iterator[tuple[str, dict[str, bytes]]]:

@@ -5,8 +5,8 @@ ships no `ffprobe`, so stream properties are read from `ffmpeg -i`'s own stream 
 decoders below read it from the stderr of the decoding process itself (no separate probe).
 
 Two ways to cut a clip. Both keep the wanted frames with `select` *before* any spatial work, then
-do the spatial work inside the ffmpeg filter graph (centre square, scale to `size x size` and
-conversion to RGB in one swscale step), so only kept frames are scaled and converted, the pipe
+do the spatial work inside the ffmpeg filter graph (the kept window, scale to short side `size`
+and conversion to RGB in one swscale step), so only kept frames are scaled and converted, the pipe
 carries only kept frames, and the colours are exactly ffmpeg's own `-pix_fmt rgb24` conversion:
 
 - `sample_clip`: frames picked by decoded index from the video's length in frames (what "frame n"
@@ -42,6 +42,8 @@ from typing import IO
 
 import ffmpeg
 import numpy as np
+
+from pipeline.geometry import stored_geometry
 
 
 class VideoError(Exception):
@@ -79,7 +81,7 @@ class VideoInfo:
 class Clip:
     """Frames cut from one video, with where each came from."""
 
-    frames: np.ndarray  # uint8 [T, size, size, 3]
+    frames: np.ndarray  # uint8 [T, H, W, 3], short side `size`
     indices: list[int]  # source frame number of each output frame (after clamping to the video)
     padded: int  # trailing frames that repeat the last decoded frame because the video ended
     info: VideoInfo
@@ -297,8 +299,10 @@ def _matroska_frame_count(data: mmap.mmap) -> int | None:
 def decode(path: Path | str, width: int, height: int) -> np.ndarray:
     """Every frame of `path` as uint8 `[N, height, width, 3]`, scaled to `width x height`."""
     stream = _input(path).filter("scale", width, height)
-    frames, _ = _run(path, stream, width, height, max_frames=None)
-    return frames
+    frames, _ = _run(path, stream, width * height * 3, max_frames=None)
+    if frames.size % (width * height * 3):
+        raise VideoError(f"{path}: truncated frame in ffmpeg output")
+    return frames.reshape(-1, height, width, 3)
 
 
 def _last_line(text: str) -> str:
@@ -377,13 +381,15 @@ def _execute(path: Path | str, args: list[str], expected: int) -> tuple[np.ndarr
 def _run(
     path: Path | str,
     stream: ffmpeg.nodes.FilterableStream,
-    width: int,
-    height: int,
+    frame_bytes: int,
     max_frames: int | None,
     expected_frames: int = 1,
     allow_empty: bool = False,
 ) -> tuple[np.ndarray, str]:
-    """Run one ffmpeg process for `stream`; return its RGB frames `[N,height,width,3]` and its stderr.
+    """Run one ffmpeg process for `stream`; return its raw RGB output (flat uint8) and its stderr.
+
+    `frame_bytes` is the size of one output frame when known, else an estimate that only sizes the
+    read buffer (the caller shapes the frames, e.g. from the source size in the report).
 
     `-xerror` turns a decode error (a corrupt or truncated file) into a failure instead of a silently
     shorter clip; `fps_mode passthrough` stops ffmpeg from duplicating or dropping frames to make a
@@ -406,13 +412,10 @@ def _run(
         "level+verbose",
     )
     command = stream.output("pipe:", **output_args).global_args(*flags)
-    frame_bytes = width * height * 3
     frames, report = _execute(path, command.compile(cmd=ffmpeg_exe()), expected_frames * frame_bytes)
     if frames.size == 0 and not allow_empty:
         raise VideoError(f"{path}: decoded no frames")
-    if frames.size % frame_bytes:
-        raise VideoError(f"{path}: truncated frame in ffmpeg output")
-    return frames.reshape(-1, height, width, 3), report
+    return frames, report
 
 
 def _packet_count(path: Path | str) -> int:
@@ -436,20 +439,34 @@ def _decoded(path: Path | str, report: str) -> int:
     return int(found.group(1))
 
 
-def _square(stream: ffmpeg.nodes.FilterableStream, size: int) -> ffmpeg.nodes.FilterableStream:
-    """Centre square of the (rotated) frame, scaled to `size x size` and converted to RGB by swscale.
+def _framing(stream: ffmpeg.nodes.FilterableStream, size: int, crop: str, max_aspect: float):
+    """The kept window of the (rotated) frame, scaled to short side `size` and converted to RGB.
 
-    Cropping before scaling is the engine's geometry (`pipeline.geometry.centre_square`), so boxes
-    mapped with `centre_square` + `crop_boxes` line up with these pixels, and only the kept pixels
-    are scaled. Scaling and RGB conversion are one swscale step, exactly what
-    `ffmpeg -vf crop=...,scale=...:flags=bilinear -pix_fmt rgb24` produces.
+    The integer rules are those of `pipeline.geometry.stored_geometry`, so boxes mapped through its
+    window line up with these pixels: the window is truncated to whole pixels and centred with
+    `trunc((iw-ow)/2)` (`exact=1`: no rounding of the offset to the chroma grid), and the scale
+    filter's `-1` side is `av_rescale`, i.e. rounded half up. Scaling and RGB conversion are one
+    swscale step, exactly what `ffmpeg -vf crop=...,scale=...:flags=bilinear -pix_fmt rgb24` makes.
     """
-    side = "min(iw,ih)"
+    if crop == "centre":
+        width = height = "min(iw,ih)"
+    else:
+        width, height = f"min(iw,trunc(ih*{max_aspect!r}))", f"min(ih,trunc(iw*{max_aspect!r}))"
     return (
-        stream.filter("crop", side, side)
-        .filter("scale", size, size, flags="bilinear")
+        stream.filter("crop", width, height, "trunc((iw-ow)/2)", "trunc((ih-oh)/2)", exact=1)
+        .filter("scale", f"if(gte(iw,ih),-1,{size})", f"if(gte(iw,ih),{size},-1)", flags="bilinear")
         .filter("format", "rgb24")
     )
+
+
+def _shape_frames(path: Path | str, flat: np.ndarray, report: str, framing: tuple[int, str, float]):
+    """ffmpeg's flat RGB output as `[N, H, W, 3]`, with `H, W` from the source size in its report."""
+    height, width = _info(path, report).display_hw
+    out_h, out_w = stored_geometry(height, width, *framing).hw
+    frame_bytes = out_h * out_w * 3
+    if flat.size % frame_bytes:
+        raise VideoError(f"{path}: ffmpeg's output is not a whole number of {out_w}x{out_h} frames")
+    return flat.reshape(-1, out_h, out_w, 3)
 
 
 def _selection(indices: Sequence[int]) -> str:
@@ -506,8 +523,14 @@ def _wanted(path: Path | str, pick: Callable[[int], Sequence[int]], count: int) 
     return wanted
 
 
+def _estimate(framing: tuple[int, str, float]) -> int:
+    """Bytes of one output frame at the widest the framing allows (sizes the read buffer only)."""
+    size, crop, max_aspect = framing
+    return size * int(size * (1.0 if crop == "centre" else max_aspect) + 1) * 3
+
+
 def _cut(
-    path: Path | str, size: int, wanted: list[int], claimed: int
+    path: Path | str, framing: tuple[int, str, float], wanted: list[int], claimed: int
 ) -> tuple[np.ndarray, list[int], str, int]:
     """Decode every frame of `path`, keeping frames `wanted` (those that exist) in one process.
 
@@ -517,18 +540,26 @@ def _cut(
     """
     unique = sorted(set(wanted))
     source = _input(path)
-    stream = _square(source.filter("select", _selection(unique)), size)
+    stream = _framing(source.filter("select", _selection(unique)), *framing)
     expected = sum(index < claimed for index in unique)
-    frames, report = _run(path, stream, size, size, None, expected_frames=expected, allow_empty=True)
+    flat, report = _run(path, stream, _estimate(framing), None, expected_frames=expected, allow_empty=True)
     decoded = _decoded(path, report)
+    frames = _shape_frames(path, flat, report, framing) if flat.size else flat.reshape(0, 1, 1, 3)
     kept = [index for index in unique if index < decoded]
     if len(frames) != len(kept):
         raise VideoError(f"{path}: kept {len(frames)} frames, expected {len(kept)} of {decoded}")
     return frames, kept, report, decoded
 
 
-def sample_clip(path: Path | str, size: int, pick: Callable[[int], Sequence[int]]) -> Clip:
-    """Frames `pick(num_frames)` of `path` at `size x size`, where frame n is the n-th decoded frame.
+def sample_clip(
+    path: Path | str,
+    size: int,
+    pick: Callable[[int], Sequence[int]],
+    crop: str = "none",
+    max_aspect: float = 2.0,
+) -> Clip:
+    """Frames `pick(num_frames)` of `path`, where frame n is the n-th decoded frame, at short side
+    `size` (the framing of `pipeline.geometry.stored_geometry`: `crop`, `max_aspect`).
 
     `pick` gets the number of frames and returns the source indices wanted; indices past the end
     repeat the last frame (`Clip.padded` counts them). `pick` may be called more than once (with
@@ -536,6 +567,7 @@ def sample_clip(path: Path | str, size: int, pick: Callable[[int], Sequence[int]
     of the count: its answer for the true count is what the clip holds.
     """
     _check_file(path)
+    framing = (size, crop, max_aspect)
     claimed = frame_count(path)
     if claimed is None:
         claimed = _packet_count(path)
@@ -545,12 +577,12 @@ def sample_clip(path: Path | str, size: int, pick: Callable[[int], Sequence[int]
         # The claimed count is unchecked, and a wrong one must not make `pick` refuse the video
         # ("start frame past the end"): decode for the true count, and ask `pick` again below.
         wanted = None
-    frames, kept, report, decoded = _cut(path, size, wanted or [0], claimed)
+    frames, kept, report, decoded = _cut(path, framing, wanted or [0], claimed)
     if decoded == 0:
         raise VideoError(f"{path}: decoded no frames")
     if wanted is None or decoded != claimed:  # choose from the decoder's count (re-raises if `pick` must)
         wanted = _wanted(path, pick, decoded)
-        frames, kept, report, again = _cut(path, size, wanted, decoded)
+        frames, kept, report, again = _cut(path, framing, wanted, decoded)
         if again != decoded:
             raise VideoError(f"{path}: decoded {decoded} frames, then {again}")
     chosen, used, padded = _pad(frames, wanted, kept)
@@ -558,9 +590,17 @@ def sample_clip(path: Path | str, size: int, pick: Callable[[int], Sequence[int]
 
 
 def decode_window(
-    path: Path | str, indices: Sequence[int], size: int, rate: float, start_time: float = 0.0, lead: int = 3
+    path: Path | str,
+    indices: Sequence[int],
+    size: int,
+    rate: float,
+    start_time: float = 0.0,
+    lead: int = 3,
+    crop: str = "none",
+    max_aspect: float = 2.0,
 ) -> Clip:
-    """Frames `indices` of the grid `time = start_time + index / rate` seconds, at `size x size`.
+    """Frames `indices` of the grid `time = start_time + index / rate` seconds, at short side `size`
+    (framed as `sample_clip` frames).
 
     The process seeks to a grid point `lead` slots before the first wanted index (input seeking is
     keyframe-fast and frame-accurate), resamples to the grid with the `fps` filter, keeps the wanted
@@ -577,7 +617,57 @@ def decode_window(
     # late (a source rate that is not a multiple of `rate`); the slot before it repeats that frame.
     grid = source.filter("fps", fps=rate, start_time=0, round="near")
     chosen = _selection([index - base for index in unique])
-    stream = _square(grid.filter("select", chosen), size)
-    frames, report = _run(path, stream, size, size, max_frames=len(unique))
+    framing = (size, crop, max_aspect)
+    stream = _framing(grid.filter("select", chosen), *framing)
+    flat, report = _run(path, stream, _estimate(framing), max_frames=len(unique))
+    frames = _shape_frames(path, flat, report, framing)
     frames, used, padded = _pad(frames, wanted, unique[: len(frames)])
     return Clip(np.ascontiguousarray(frames), used, padded, _info(path, report), len(set(used)))
+
+
+# --- frames at the stored size (synthetic sources) -----------------------------------------------
+
+
+def _cut_stored(path: Path | str, wanted: list[int], claimed: int) -> tuple[np.ndarray, list[int], str, int]:
+    """`_cut` without any framing: the kept frames at the stored (displayed) size, in RGB."""
+    unique = sorted(set(wanted))
+    stream = _input(path).filter("select", _selection(unique)).filter("format", "rgb24")
+    expected = sum(index < claimed for index in unique)
+    flat, report = _run(path, stream, 640 * 480 * 3, None, expected_frames=expected, allow_empty=True)
+    decoded = _decoded(path, report)
+    height, width = _info(path, report).display_hw
+    if flat.size % (height * width * 3):
+        raise VideoError(f"{path}: ffmpeg's output is not a whole number of {width}x{height} frames")
+    frames = flat.reshape(-1, height, width, 3)
+    kept = [index for index in unique if index < decoded]
+    if len(frames) != len(kept):
+        raise VideoError(f"{path}: kept {len(frames)} frames, expected {len(kept)} of {decoded}")
+    return frames, kept, report, decoded
+
+
+def sample_stored(path: Path | str, pick: Callable[[int], Sequence[int]]) -> Clip:
+    """Frames `pick(num_frames)` of `path` at the stored (displayed) size, numbered as `sample_clip` does.
+
+    The decode of the synthetic sources, whose label maps are pixel-aligned with the stored frame:
+    the engine, not ffmpeg, then frames video and labels alike. The frame count is the same checked
+    count as `sample_clip`'s (the container's claim, then the decoder's when they differ, with
+    `pick` asked again), so `pick` may compare it with the labels' frame count and refuse.
+    """
+    _check_file(path)
+    claimed = frame_count(path)
+    if claimed is None:
+        claimed = _packet_count(path)
+    try:
+        wanted: list[int] | None = _wanted(path, pick, claimed)
+    except Exception:  # the claim is unchecked: decode for the true count and ask again below
+        wanted = None
+    frames, kept, report, decoded = _cut_stored(path, wanted or [0], claimed)
+    if decoded == 0:
+        raise VideoError(f"{path}: decoded no frames")
+    if wanted is None or decoded != claimed:
+        wanted = _wanted(path, pick, decoded)
+        frames, kept, report, again = _cut_stored(path, wanted, decoded)
+        if again != decoded:
+            raise VideoError(f"{path}: decoded {decoded} frames, then {again}")
+    chosen, used, padded = _pad(frames, wanted, kept)
+    return Clip(np.ascontiguousarray(chosen), used, padded, _info(path, report), decoded)

@@ -9,7 +9,7 @@ import pytest
 from pipeline.build import build_source
 from pipeline.config import BuildConfig
 
-TINY = {"frames": 4, "size": 32, "label_size": 8}
+TINY = {"frames": 4, "size": 32, "label_stride": 4}
 
 
 def tiny_config(**overrides) -> BuildConfig:

@@ -1,14 +1,23 @@
-"""Geometric augmentation that keeps every label consistent with the pixels (DESIGN §2).
+"""PySlowFast's spatial protocol on stored full frames, with every label kept consistent (DESIGN §2, §6).
 
-Works on one decoded sample (numpy, in a loader worker). Dense label maps sit on a grid `stride` times
-coarser than the RGB frames; crops are chosen on that label grid and multiplied by the stride for the RGB,
-so clip and labels stay exactly aligned. A horizontal flip negates normal x and pose x, swaps left/right
-Kinect joints and mirrors boxes; a zoom + crop resamples dense maps (nearest, so classes and NaN holes
-survive) and shifts/clips boxes. Depth, normals and 3D pose are camera-frame quantities that a zoom (a
-focal-length change) leaves as they are.
+Training (MViTv2's recipe, PySlowFast `random_short_side_scale_jitter` + `random_crop`): the short side is
+scaled to an integer `s` drawn uniformly from `train_scale` and a random `crop_size` square is cut, then a
+horizontal flip where the recipe allows. Testing (`uniform_crop`): the short side is scaled to `crop_size`
+and 1 (centre) or 3 (left/top, centre, right/bottom) squares are cut along the long side.
+
+Either way the square is first expressed as a window of the *stored* frame (integer pixels), and only that
+window is resampled to `crop_size` (uint8 in and out, bilinear, antialiased only when it shrinks), so the cost
+does not depend on how much of the frame is thrown away. Dense maps sit on a grid `label_stride` times
+coarser than the stored frame; the output label grid (`crop_size // label_stride` square) samples them by
+nearest neighbour at its cell centres inside the same window, so classes and NaN holes survive. Boxes
+(normalised to the stored frame) are shifted, scaled and clipped; a box cut away becomes an empty slot. A
+flip negates normal x and pose x, swaps left/right Kinect joints and mirrors boxes. Depth, normals and 3D
+pose are camera-frame quantities that a crop or a zoom (a focal-length change) leaves as they are.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -17,7 +26,122 @@ import torch.nn.functional as F
 from pipeline.schema import BOX_CLS_PADDING, KINECT_FLIP
 
 DENSE = ("depth.npy", "normal.npy", "segm.npy")
+PERSON_BOXES = ("ava_boxes.npy", "ava_proposals")  # AVA persons and stored detections, [P, 4(+score)]
 _FLIP = np.asarray(KINECT_FLIP)
+
+
+@dataclass(frozen=True)
+class SquareWindow:
+    """A square of the stored frame in whole pixels: rows `top..top+side`, columns `left..left+side`."""
+
+    top: int
+    left: int
+    side: int
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """The spatial protocol of one run: crop size, training scale range, flip, and the label grid."""
+
+    crop_size: int  # pixels of the square the model sees
+    train_scale: tuple[int, int]  # short side before the random crop, in pixels (PySlowFast: 256 320)
+    flip: bool
+    label_stride: int  # the build's --label-stride: stored frame pixels per label cell
+
+    @property
+    def label_size(self) -> int:
+        """Side of the label maps the model predicts for a `crop_size` input."""
+        return max(1, self.crop_size // self.label_stride)
+
+
+# ----------------------------------------------------------------------------- choosing the window
+
+
+def train_window(hw: tuple[int, int], protocol: Protocol, rng: np.random.Generator) -> SquareWindow:
+    """Scale jitter + random crop as a window of the stored `hw` frame."""
+    height, width = hw
+    short = min(height, width)
+    scale = int(rng.integers(protocol.train_scale[0], protocol.train_scale[1] + 1))
+    side = min(short, max(1, int(round(protocol.crop_size * short / scale))))
+    top = int(rng.integers(0, height - side + 1))
+    left = int(rng.integers(0, width - side + 1))
+    return SquareWindow(top, left, side)
+
+
+def uniform_crop_window(hw: tuple[int, int], view: int, views: int) -> SquareWindow:
+    """Spatial test view `view` of `views` (1 or 3): squares of the short side along the long side."""
+    height, width = hw
+    side = min(height, width)
+    spare = max(height, width) - side
+    offset = (0, -(-spare // 2), spare)[1 if views == 1 else view]  # PySlowFast uniform_crop
+    return SquareWindow(offset, 0, side) if height > width else SquareWindow(0, offset, side)
+
+
+# ----------------------------------------------------------------------------- applying it
+
+
+def resample_video(video: np.ndarray, window: SquareWindow, size: int) -> np.ndarray:
+    """uint8 `[T,H,W,3]` -> the window resampled to `[T,size,size,3]` (bilinear, antialias when shrinking)."""
+    crop = video[:, window.top : window.top + window.side, window.left : window.left + window.side]
+    if window.side == size:
+        return np.ascontiguousarray(crop)
+    # The window is a strided view (no copy); as NCHW it is channels_last, the layout torch's vectorised
+    # uint8 bilinear kernel wants, and its output comes back channels_last, i.e. NHWC-contiguous.
+    frames = torch.from_numpy(crop).permute(0, 3, 1, 2)
+    # antialias=True is plain bilinear when enlarging (the filter support is then one pixel) and takes
+    # torch's faster separable uint8 path either way.
+    out = F.interpolate(frames, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    return out.permute(0, 2, 3, 1).contiguous().numpy()
+
+
+def label_cells(start: int, side: int, frame: int, grid: int, size: int) -> np.ndarray:
+    """Label-grid indices (of a `grid`-cell axis over `frame` pixels) at the centres of `size` cells
+    spread over pixels `[start, start + side)`."""
+    centres = start + (np.arange(size) + 0.5) * side / size
+    return np.clip(np.floor(centres * grid / frame).astype(np.int64), 0, grid - 1)
+
+
+def crop_dense(array: np.ndarray, hw: tuple[int, int], window: SquareWindow, size: int) -> np.ndarray:
+    """A `[T,h,w,...]` label map of a stored `hw` frame -> `[T,size,size,...]` over `window` (nearest)."""
+    rows = label_cells(window.top, window.side, hw[0], array.shape[1], size)
+    cols = label_cells(window.left, window.side, hw[1], array.shape[2], size)
+    return np.take(np.take(array, rows, axis=1), cols, axis=2)  # two takes: ~2x fancy indexing
+
+
+def crop_box_array(
+    boxes: np.ndarray, hw: tuple[int, int], window: SquareWindow
+) -> tuple[np.ndarray, np.ndarray]:
+    """xyxy boxes normalised to the stored frame -> normalised to `window`, clipped; and which survive."""
+    height, width = hw
+    scale = np.array([width, height, width, height], dtype=np.float32)
+    shift = np.array([window.left, window.top, window.left, window.top], dtype=np.float32)
+    moved = np.clip((boxes * scale - shift) / window.side, 0.0, 1.0).astype(np.float32)
+    # A box cropped away entirely collapses to zero width or height.
+    alive = (moved[..., 2] > moved[..., 0]) & (moved[..., 3] > moved[..., 1])
+    moved[~alive] = np.nan
+    return moved, alive
+
+
+def apply_window(sample: dict, window: SquareWindow, protocol: Protocol) -> dict:
+    """The sample seen through `window`: the clip at `crop_size`, labels on the model's label grid."""
+    out = dict(sample)
+    hw = sample["video"].shape[1:3]
+    out["video"] = resample_video(sample["video"], window, protocol.crop_size)
+    for name in DENSE:
+        if name in sample:
+            out[name] = crop_dense(sample[name], hw, window, protocol.label_size)
+    if "boxes.npy" in sample:
+        out["boxes.npy"], alive = crop_box_array(sample["boxes.npy"], hw, window)
+        out["boxes_cls.npy"] = np.where(alive, sample["boxes_cls.npy"], BOX_CLS_PADDING).astype(
+            sample["boxes_cls.npy"].dtype
+        )
+    for name in PERSON_BOXES:
+        if name in sample:
+            # Persons keep their rows (their labels stay aligned); one cropped away is a NaN box.
+            out[name], _ = crop_box_array(sample[name][..., :4], hw, window)
+            if sample[name].shape[-1] > 4:  # detections carry their score in column 4
+                out[name] = np.concatenate([out[name], sample[name][..., 4:]], axis=-1)
+    return out
 
 
 def hflip(sample: dict) -> dict:
@@ -28,84 +152,57 @@ def hflip(sample: dict) -> dict:
         if name in sample:
             out[name] = sample[name][:, :, ::-1]
     if "normal.npy" in sample:
-        out["normal.npy"] = out["normal.npy"] * np.array([-1, 1, 1], dtype=sample["normal.npy"].dtype)
+        out["normal.npy"] = _negate_x(out["normal.npy"])
     if "pose3d.npy" in sample:
         # Joint i of the mirrored person is the mirror image of joint KINECT_FLIP[i] of the original.
         out["pose3d.npy"] = sample["pose3d.npy"][:, _FLIP] * np.array([-1, 1, 1], dtype=np.float32)
-    if "boxes.npy" in sample:
-        boxes = sample["boxes.npy"]
-        out["boxes.npy"] = np.stack([1 - boxes[..., 2], boxes[..., 1], 1 - boxes[..., 0], boxes[..., 3]], -1)
-    return out
-
-
-def _nearest(array: np.ndarray, size: int) -> np.ndarray:
-    """Resize axes 1 and 2 of `array` to `size` by nearest neighbour (index arithmetic, any dtype)."""
-    src = array.shape[1]
-    index = np.minimum(((np.arange(size) + 0.5) * src / size).astype(np.int64), src - 1)
-    return array[:, index][:, :, index]
-
-
-def _resize_video(video: np.ndarray, size: int) -> np.ndarray:
-    if video.shape[1] == size:
-        return video
-    frames = torch.from_numpy(np.ascontiguousarray(video)).permute(0, 3, 1, 2).float()
-    frames = F.interpolate(frames, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-    return frames.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
-
-
-def zoom_crop(sample: dict, grid: int, top: int, left: int, label_size: int, stride: int) -> dict:
-    """Zoom the clip so its label grid is `grid` cells wide, then crop `label_size` cells at (top, left)."""
-    out = dict(sample)
-    if grid == label_size and top == 0 and left == 0:
-        return out
-    video = _resize_video(sample["video"], grid * stride)
-    out["video"] = video[
-        :, top * stride : (top + label_size) * stride, left * stride : (left + label_size) * stride
-    ]
-    for name in DENSE:
+    for name in ("boxes.npy", *PERSON_BOXES):
         if name in sample:
-            out[name] = _nearest(sample[name], grid)[:, top : top + label_size, left : left + label_size]
-    if "boxes.npy" in sample:
-        out["boxes.npy"], out["boxes_cls.npy"] = _crop_boxes(
-            sample["boxes.npy"], sample["boxes_cls.npy"], grid, top, left, label_size
-        )
+            boxes = sample[name]
+            mirrored = np.stack([1 - boxes[..., 2], boxes[..., 1], 1 - boxes[..., 0], boxes[..., 3]], -1)
+            out[name] = np.concatenate([mirrored, boxes[..., 4:]], axis=-1).astype(boxes.dtype)
     return out
 
 
-def _crop_boxes(
-    boxes: np.ndarray, classes: np.ndarray, grid: int, top: int, left: int, label_size: int
-) -> tuple[np.ndarray, np.ndarray]:
-    shift = np.array([left, top, left, top], dtype=np.float32)
-    moved = np.clip((boxes * grid - shift) / label_size, 0.0, 1.0)
-    # A box cropped away entirely collapses to zero width or height: it becomes an empty slot.
-    gone = ~((moved[..., 2] > moved[..., 0]) & (moved[..., 3] > moved[..., 1]))
-    moved[gone] = np.nan
-    classes = np.where(gone, BOX_CLS_PADDING, classes).astype(classes.dtype)
-    return moved.astype(np.float32), classes
+def _negate_x(normal: np.ndarray) -> np.ndarray:
+    """A copy of float16 normals `[..., 3]` with x negated: the sign bit flipped (exact, NaN stays NaN,
+    and far cheaper than float16 arithmetic, which numpy emulates)."""
+    out = np.ascontiguousarray(normal)
+    out = out.copy() if out is normal else out
+    bits = out.view(np.uint16) if out.dtype == np.float16 else None
+    if bits is None:
+        out[..., 0] *= -1
+    else:
+        bits[..., 0] ^= 0x8000
+    return out
 
 
-def random_augment(
-    sample: dict,
-    rng: np.random.Generator,
-    scale: tuple[float, float],
-    flip: bool,
-    label_size: int,
-    stride: int,
-) -> dict:
-    """Training augmentation: zoom by a factor in `scale`, random crop back to size, random flip."""
-    grid = max(label_size, int(round(label_size * rng.uniform(*scale))))
-    top, left = (int(v) for v in rng.integers(0, grid - label_size + 1, size=2))
-    out = zoom_crop(sample, grid, top, left, label_size, stride)
-    if flip and rng.random() < 0.5:
+def train_view(sample: dict, protocol: Protocol, rng: np.random.Generator) -> dict:
+    """Training augmentation: scale jitter, random crop, random flip (if the protocol allows)."""
+    out = apply_window(sample, train_window(sample["video"].shape[1:3], protocol, rng), protocol)
+    if protocol.flip and rng.random() < 0.5:
         out = hflip(out)
     return out
 
 
-def eval_view(sample: dict, view: int, views: int, zoom: float, label_size: int, stride: int) -> dict:
-    """Spatial test view `view` of `views`: the whole clip (1 view) or left/centre/right crops of a zoom."""
-    if views == 1:
-        return sample
-    grid = max(label_size + 2, int(round(label_size * zoom)))
-    spare = grid - label_size
-    left = (0, spare // 2, spare)[view]
-    return zoom_crop(sample, grid, spare // 2, left, label_size, stride)
+def full_frame_view(sample: dict, protocol: Protocol) -> dict:
+    """The whole stored frame with its short side at the crop size (AVA's test protocol, as SlowFast's:
+    a detector sees every person, so nothing is cropped). Boxes are normalised to the frame: unchanged."""
+    out = dict(sample)
+    video = sample["video"]
+    height, width = video.shape[1:3]
+    short = protocol.crop_size
+    size = (
+        (short, max(1, round(width * short / height)))
+        if width >= height
+        else (round(height * short / width), short)
+    )
+    frames = torch.from_numpy(video).permute(0, 3, 1, 2)
+    resized = F.interpolate(frames, size=size, mode="bilinear", align_corners=False, antialias=True)
+    out["video"] = resized.permute(0, 2, 3, 1).contiguous().numpy()
+    return out
+
+
+def eval_view(sample: dict, view: int, views: int, protocol: Protocol) -> dict:
+    """Spatial test view `view` of `views`: short side at the crop size, crops along the long side."""
+    return apply_window(sample, uniform_crop_window(sample["video"].shape[1:3], view, views), protocol)

@@ -62,6 +62,18 @@ def save(out: str | Path, step: int, state: dict, meta: dict, keep: int) -> Path
     return path
 
 
+def remove_temporaries(out: str | Path) -> list[Path]:
+    """Delete the temporary files of checkpoint writes that a killed run never renamed into place.
+
+    Call it on one rank before training starts; the names never match a finished checkpoint.
+    """
+    directory = checkpoint_dir(out)
+    stray = sorted(directory.glob(".*.tmp")) if directory.is_dir() else []
+    for path in stray:
+        path.unlink(missing_ok=True)
+    return stray
+
+
 def list_checkpoints(out: str | Path) -> list[Path]:
     """Finished checkpoints, oldest first (temporary files never match the name pattern)."""
     directory = checkpoint_dir(out)
@@ -83,6 +95,23 @@ def resolve(resume: str, out: str | Path) -> Path | None:
     return path
 
 
+REQUIRED = ("model", "optimizer", "scheduler", "scaler", "step", "rng", "world", "seed")
+
+
+class CheckpointError(ValueError):
+    """A file given to --resume is not a checkpoint this trainer wrote; one line."""
+
+
 def load(path: Path) -> dict:
-    # weights_only=False: the file holds RNG states (numpy tuples) and was written by this trainer.
-    return torch.load(path, map_location="cpu", weights_only=False)
+    """A checkpoint's state; `CheckpointError` when the file is not one (truncated, foreign, garbage)."""
+    try:
+        # weights_only=False: the file holds RNG states (numpy tuples) and was written by this trainer.
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as error:  # noqa: BLE001 - torch.load fails in many ways on a non-checkpoint
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CheckpointError(f"--resume {path}: not a readable checkpoint ({first[:200]})") from None
+    missing = [key for key in REQUIRED if not isinstance(state, dict) or key not in state]
+    if missing:
+        lacks = ", ".join(missing)
+        raise CheckpointError(f"--resume {path}: not a checkpoint of this trainer (lacks {lacks})")
+    return state

@@ -10,11 +10,16 @@ import argparse
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NoReturn
 
 import yaml
 
 AMP_CHOICES = ("auto", "bf16", "fp16", "off")
 MODE_CHOICES = ("pvit", "mt", "vpt", "plain")
+PAIR_FIELDS = ("train_scale", "betas")  # fields given as two numbers
+DEVICE_CHOICES = ("auto", "cpu", "cuda")
+VERIFY_CHOICES = ("auto", "on", "off")
+VERIFY_AUTO_BYTES = 2 * 1024**3  # --verify-shards auto hashes the shards when all sources are smaller
 
 
 @dataclass
@@ -47,14 +52,12 @@ class TrainConfig:
     seed: int = 0  # decides init, sample order (with the epoch) and augmentation
     workers: int = 2  # DataLoader worker processes per rank
     shuffle_window: int = 4  # samples are shuffled within windows of this many consecutive (shuffled) shards
-    scale_jitter: tuple[float, float] = (
-        1.0,
-        1.25,
-    )  # training zoom range before the random crop; (1, 1) = off
+    crop_size: int = 224  # side in pixels of the square clip the model sees (train and test)
+    train_scale: tuple[int, int] = (256, 320)  # short side (pixels) drawn before the random crop (PySlowFast)
     flip: bool = True  # random horizontal flip (labels follow: normals, pose, boxes)
     eval_every: int = 0  # steps between evaluations; 0 = only at the end
-    eval_spatial_crops: int = 1  # 1 (centre) or 3 (left, centre, right of a zoomed clip)
-    eval_zoom: float = 1.15  # zoom used to make room for 3 spatial crops
+    test_crops: int = 1  # spatial test views: 1 (centre) or 3 (left, centre, right along the long side)
+    ava_annotations: str = ""  # AVA's annotation folder (ava_val_v2.2.csv, label map, exclusions): frame-mAP
     eval_batch_size: int = 16  # clips per rank per evaluation batch
     log_every: int = 10  # steps between progress lines
     save_every: int = 0  # steps between checkpoints; 0 = only at the end
@@ -62,6 +65,8 @@ class TrainConfig:
     resume: str = ""  # "" = fresh, "latest" = newest checkpoint in out/, or a checkpoint path
     stop_after: int = 0  # stop (without the final save/eval) after this step, as if killed; 0 = never
     device: str = "auto"  # auto | cpu | cuda
+    compile: bool = False  # torch.compile the model (loss and optimiser stay eager); the first steps compile
+    verify_shards: str = "auto"  # sha256 every shard before training: auto (under 2 GiB in all) | on | off
     recipe: str = ""  # the YAML file the values came from, kept for the record
     tensorboard: bool = True  # write TensorBoard scalars next to metrics.jsonl
     extra: dict = field(default_factory=dict)  # recipe keys for other tools (ignored by the trainer)
@@ -69,12 +74,18 @@ class TrainConfig:
     def __post_init__(self) -> None:
         self.real = _names(self.real)
         self.synthetic = _names(self.synthetic)
-        self.scale_jitter = tuple(float(v) for v in self.scale_jitter)  # type: ignore[assignment]
+        self.train_scale = tuple(int(v) for v in self.train_scale)  # type: ignore[assignment]
         self.betas = tuple(float(v) for v in self.betas)  # type: ignore[assignment]
         if self.mode not in MODE_CHOICES:
             raise ValueError(f"--mode must be one of {', '.join(MODE_CHOICES)}, got {self.mode!r}")
         if self.amp not in AMP_CHOICES:
             raise ValueError(f"--amp must be one of {', '.join(AMP_CHOICES)}, got {self.amp!r}")
+        if self.device not in DEVICE_CHOICES:
+            raise ValueError(f"--device must be one of {', '.join(DEVICE_CHOICES)}, got {self.device!r}")
+        if self.verify_shards not in VERIFY_CHOICES:
+            raise ValueError(
+                f"--verify-shards must be one of {', '.join(VERIFY_CHOICES)}, got {self.verify_shards!r}"
+            )
         if not self.real:
             raise ValueError("--real names no source: the action task needs a real stream")
         if self.batch_size < 1 or self.synthetic_batch_size < 0:
@@ -85,11 +96,15 @@ class TrainConfig:
                 f"{self.max_synthetic_ratio:g}x "
                 f"--batch-size {self.batch_size} (the paper keeps synthetic at most 3x real)"
             )
-        if self.eval_spatial_crops not in (1, 3):
-            raise ValueError(f"--eval-spatial-crops must be 1 or 3, got {self.eval_spatial_crops}")
-        lo, hi = self.scale_jitter
-        if not 1.0 <= lo <= hi:
-            raise ValueError(f"--scale-jitter needs 1 <= low <= high, got {self.scale_jitter}")
+        if self.test_crops not in (1, 3):
+            raise ValueError(f"--test-crops must be 1 or 3, got {self.test_crops}")
+        if self.crop_size < 8:
+            raise ValueError(f"--crop-size must be at least 8, got {self.crop_size}")
+        lo, hi = self.train_scale
+        if not self.crop_size <= lo <= hi:
+            raise ValueError(
+                f"--train-scale needs --crop-size ({self.crop_size}) <= low <= high, got {lo} {hi}"
+            )
         if self.steps < 0 or self.epochs <= 0:
             raise ValueError("--steps must be >= 0 and --epochs > 0")
 
@@ -124,9 +139,14 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # one line, not a 24-line usage block
+        raise ValueError(f"{message} (see {self.prog} --help)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """One flag per TrainConfig field; unset flags stay absent so a recipe's value survives."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="train/main.py",
         description="Train PViT on real + synthetic shards (DESIGN.md section 6).",
         argument_default=argparse.SUPPRESS,
@@ -138,8 +158,10 @@ def build_parser() -> argparse.ArgumentParser:
         help_text = f"default: {default!r}"
         if isinstance(default, bool):
             parser.add_argument(_flag(f.name), action=argparse.BooleanOptionalAction, help=help_text)
-        elif isinstance(default, tuple) and f.name in ("scale_jitter", "betas"):
+        elif isinstance(default, tuple) and f.name == "betas":
             parser.add_argument(_flag(f.name), type=float, nargs=2, help=help_text)
+        elif isinstance(default, tuple) and f.name == "train_scale":
+            parser.add_argument(_flag(f.name), type=int, nargs=2, metavar=("MIN", "MAX"), help=help_text)
         elif isinstance(default, tuple):
             parser.add_argument(_flag(f.name), type=str, help=f"comma-separated; {help_text}")
         else:
@@ -149,14 +171,46 @@ def build_parser() -> argparse.ArgumentParser:
 
 def load_recipe(path: str | Path) -> dict:
     """A recipe's keys, checked against TrainConfig; unknown keys go under `extra` only if nested there."""
-    data = yaml.safe_load(Path(path).read_text()) or {}
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    except OSError as error:
+        raise ValueError(f"--recipe {path}: cannot read it ({error.strerror or error})") from None
+    except yaml.YAMLError as error:
+        where = getattr(error, "problem_mark", None)
+        line = f" at line {where.line + 1}" if where is not None else ""
+        problem = getattr(error, "problem", None) or type(error).__name__
+        raise ValueError(f"--recipe {path}: not valid YAML{line} ({problem})") from None
     if not isinstance(data, dict):
         raise ValueError(f"{path}: a recipe is a mapping of TrainConfig fields")
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     unknown = sorted(set(data) - known)
     if unknown:
         raise ValueError(f"{path}: unknown recipe key(s) {', '.join(unknown)}")
+    for f in dataclasses.fields(TrainConfig):
+        if f.name in data:
+            _check_type(path, f, data[f.name])
     return data
+
+
+def _check_type(path: str | Path, f: dataclasses.Field, value: object) -> None:
+    """A recipe value of the wrong type is one line naming the key, not a TypeError deep in training."""
+    default = f.default_factory() if f.default is dataclasses.MISSING else f.default  # type: ignore[misc]
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(default, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    elif isinstance(default, tuple) and f.name in PAIR_FIELDS:
+        ok = isinstance(value, (list, tuple)) and len(value) == 2
+        ok = ok and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+    elif isinstance(default, tuple):
+        ok = isinstance(value, str) or (isinstance(value, list) and all(isinstance(v, str) for v in value))
+    else:
+        ok = isinstance(value, type(default))
+    if not ok:
+        kind = "a list of two numbers" if f.name in PAIR_FIELDS else type(default).__name__
+        raise ValueError(f"{path}: {f.name} should be {kind}, got {value!r}")
 
 
 def parse_config(argv: list[str] | None) -> TrainConfig:

@@ -11,24 +11,42 @@ on the training device (`to_device`), which keeps inter-process traffic 4x small
 
 from __future__ import annotations
 
-import io
+import functools
+import json
 from dataclasses import dataclass, field
 
 import numpy as np
+import pvit
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
-from webdataset.tariterators import group_by_keys, tar_file_iterator
 
 from pipeline.reader import decode_sample
-from pipeline.schema import BOX_CLS_PADDING, REAL_TASKS, SEGM_IGNORE, SYNTHETIC_TASKS, TASK_BIT, TASKS
-from train.augment import eval_view, random_augment
+from pipeline.schema import (
+    BOX_CLS_PADDING,
+    NUM_AVA_CLASSES,
+    REAL_TASKS,
+    SEGM_IGNORE,
+    SYNTHETIC_TASKS,
+    TASK_BIT,
+    TASKS,
+)
+from pipeline.shards import span_members
+from train.augment import Protocol, eval_view, full_frame_view, train_view
 from train.plan import StreamPlan, _rng
-from train.sources import SourceData, SplitTable
+from train.sources import ShardMismatch, SourceData, SplitTable
 
 # torchvision's video models (MViTv2 K400 weights included) expect these.
 MEAN = (0.45, 0.45, 0.45)
 STD = (0.225, 0.225, 0.225)
-LABEL_KEYS = {"depth": "depth.npy", "normal": "normal.npy", "segm": "segm.npy", "pose3d": "pose3d.npy"}
+LABEL_KEYS = {
+    "depth": "depth.npy",
+    "normal": "normal.npy",
+    "segm": "segm.npy",
+    "pose3d": "pose3d.npy",
+    "pnr": "pnr.npy",
+}
+CLASS_KEYS = ("action", "oscc")  # one class id per sample, -1 where absent
+PERSON_KEYS = ("ava_boxes", "ava")  # a variable number of rows per sample (AVA persons)
 ROLE_TASKS = {"real": REAL_TASKS, "synthetic": SYNTHETIC_TASKS}
 
 
@@ -38,28 +56,81 @@ def role_mask(role: str) -> int:
 
 
 def read_span(path: str, offset: int, size: int, files: dict | None = None) -> dict[str, bytes]:
-    """The members of the one sample stored at `offset` in the tar `path` (`{"meta.json": b"..."}`)."""
+    """The members of the one sample stored at `offset` in the tar `path` (`{"meta.json": b"..."}`).
+
+    A span that is short, has a broken tar header or a member that cannot be what its name says is a
+    `ShardMismatch` naming the shard, the sample and the byte offset, so training stops with one line.
+    """
     handle = files.get(path) if files is not None else None
     if handle is None:
         handle = open(path, "rb")  # noqa: SIM115 - kept open across samples in `files`
         if files is not None:
             files[path] = handle
     handle.seek(offset)
-    data = handle.read(size)
+    data = bytearray(size)  # writable, so the decoded clip can be a view of it (no copy)
+    got = handle.readinto(data)
     if files is None:
         handle.close()
-    files_in_span = ({**member, "__url__": path} for member in tar_file_iterator(io.BytesIO(data)))
-    for sample in group_by_keys(files_in_span):
-        return {name: value for name, value in sample.items() if not name.startswith("__")}
-    raise ValueError(f"{path}: no sample at byte {offset}")
+    # The key, from the first tar header's name field (`<key>.<member>`), so an error names the sample.
+    key = bytes(data[:100]).split(b"\0", 1)[0].decode("utf-8", "replace").partition(".")[0] or "?"
+    try:
+        if got != size:
+            raise ValueError(f"the span ends after {got} of {size} bytes (truncated tar)")
+        members = span_members(data)
+        for name, value in members.items():  # cheap header checks; payload bytes are sha256's job
+            if name.endswith(".npy") and value[:6] != b"\x93NUMPY":
+                raise ValueError(f"{name} is not an .npy payload")
+            if name == "meta.json":
+                json.loads(bytes(value))
+        return members
+    except Exception as error:  # noqa: BLE001 - any parse failure of the span is the same finding
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ShardMismatch(
+            f"{path}: sample {key} at byte {offset} cannot be read ({first}); "
+            f"run `pvit-pipeline verify` on its source and rebuild it"
+        ) from None
 
 
-def sample_arrays(sample: dict, allowed: int, box_slots: int) -> dict:
+def ava_persons(sample: dict, evaluating: bool) -> tuple[np.ndarray, np.ndarray]:
+    """The person boxes the AVA head sees and their labels (paper §C.5, SlowFast's box lists).
+
+    Training: the ground-truth persons plus the stored detections overlapping one by IoU > 0.9 (they take
+    its labels). Evaluation: the stored detections when the build has them (`--option proposals=...`), else
+    the ground truth (the "oracle boxes" setting); their labels are only used for a loss, never for mAP,
+    which is scored against the original CSV.
+    """
+    boxes, labels = sample["ava_boxes.npy"], sample["ava_labels.npy"]
+    proposals = sample.get("ava_proposals")
+    if proposals is None or not len(proposals):
+        return boxes, labels
+    if evaluating:
+        return proposals[:, :4].astype(np.float32), np.full((len(proposals), labels.shape[1]), -1, np.int16)
+    kept_boxes, kept_labels = pvit.ava_training_boxes(
+        torch.from_numpy(np.asarray(boxes)),
+        torch.from_numpy(labels.astype(np.float32)),
+        torch.from_numpy(proposals),
+    )
+    return kept_boxes.numpy(), kept_labels.numpy().astype(labels.dtype)
+
+
+def with_proposals(sample: dict) -> dict:
+    """meta.json's stored detections (`[x1, y1, x2, y2, score]` rows) as an array the augmentation moves."""
+    rows = sample["meta"].get("ava_proposals")
+    if rows is not None:
+        sample["ava_proposals"] = np.asarray(rows, dtype=np.float32).reshape(-1, 5)
+    return sample
+
+
+def sample_arrays(sample: dict, allowed: int, box_slots: int, evaluating: bool = False) -> dict:
     """The labels of one decoded sample that its stream may use, plus its availability mask."""
     mask = int(sample["meta"]["mask"]) & allowed
-    out: dict = {"video": np.ascontiguousarray(sample["video"]), "mask": mask}
+    out: dict = {"video": sample["video"], "mask": mask}  # a view is fine: `collate` stacks (one copy)
     if mask >> TASK_BIT["action"] & 1:
         out["action"] = int(sample["meta"]["label"])
+    if mask >> TASK_BIT["oscc"] & 1:
+        out["oscc"] = int(sample["meta"]["oscc"])
+    if mask >> TASK_BIT["ava"] & 1:
+        out["ava_boxes"], out["ava"] = ava_persons(sample, evaluating)
     for task, member in LABEL_KEYS.items():
         if mask >> TASK_BIT[task] & 1:
             out[task] = np.ascontiguousarray(sample[member])
@@ -80,6 +151,8 @@ def fit_slots(boxes: np.ndarray, classes: np.ndarray, slots: int) -> tuple[np.nd
 
 # Placeholders for a sample lacking a label other samples of its batch have (DESIGN §2: masked anyway).
 def _placeholder(task: str, like: np.ndarray) -> np.ndarray:
+    if task == "pnr":
+        return np.zeros(like.shape, dtype=like.dtype)  # all zeros = no PNR, which the loss skips
     if task == "segm":
         return np.full(like.shape, SEGM_IGNORE, dtype=like.dtype)
     if task == "boxes_cls":
@@ -98,8 +171,11 @@ def collate(items: list[dict]) -> dict[str, torch.Tensor]:
             [[item["mask"] >> bit & 1 for bit in range(len(TASKS))] for item in items]
         ).bool(),
     }
-    if any("action" in item for item in items):
-        batch["action"] = torch.tensor([item.get("action", -1) for item in items], dtype=torch.int64)
+    for key in CLASS_KEYS:
+        if any(key in item for item in items):
+            batch[key] = torch.tensor([item.get(key, -1) for item in items], dtype=torch.int64)
+    if any("ava" in item for item in items):
+        batch.update(collate_persons(items))
     for task in (*LABEL_KEYS, "boxes", "boxes_cls"):
         present = [item[task] for item in items if task in item]
         if not present:
@@ -110,6 +186,18 @@ def collate(items: list[dict]) -> dict[str, torch.Tensor]:
             stacked = stacked.astype(np.int32)  # torch has no general uint16 support
         batch[task] = torch.from_numpy(stacked)
     return batch
+
+
+def collate_persons(items: list[dict]) -> dict[str, torch.Tensor]:
+    """AVA persons, a different number per clip, padded to the batch's most: NaN boxes, -1 label rows."""
+    most = max(1, max(len(item.get("ava_boxes", ())) for item in items))
+    boxes = np.full((len(items), most, 4), np.nan, dtype=np.float32)
+    labels = np.full((len(items), most, NUM_AVA_CLASSES), -1, dtype=np.int16)
+    for i, item in enumerate(items):
+        if "ava" in item:
+            count = len(item["ava_boxes"])
+            boxes[i, :count], labels[i, :count] = item["ava_boxes"], item["ava"]
+    return {"ava_boxes": torch.from_numpy(boxes), "ava": torch.from_numpy(labels)}
 
 
 @dataclass
@@ -142,8 +230,9 @@ class StreamSpec:
 
 @dataclass
 class Geometry:
-    label_size: int
-    stride: int
+    """What every batch of a run shares: the spatial protocol and the box slots of the model."""
+
+    protocol: Protocol
     box_slots: int
 
 
@@ -161,12 +250,10 @@ class MixedBatches(IterableDataset):
         stop: int,
         geometry: Geometry,
         seed: int,
-        scale: tuple[float, float] = (1.0, 1.0),
-        flip: bool = False,
     ) -> None:
         super().__init__()
         self.streams, self.start, self.stop, self.geometry = streams, start, stop, geometry
-        self.seed, self.scale, self.flip = seed, scale, flip
+        self.seed = seed
         self.files: dict = {}
 
     def __iter__(self):
@@ -185,8 +272,7 @@ class MixedBatches(IterableDataset):
             for source, row, place in zip(sources, rows, places, strict=True):
                 rng = _rng(self.seed, stream_id, epoch, stream.rank, int(place), 7)
                 sample = self.load(stream, int(source), int(row))
-                sample = random_augment(sample, rng, self.scale, self.flip, self.geometry.label_size,
-                                        self.geometry.stride)  # fmt: skip
+                sample = train_view(sample, self.geometry.protocol, rng)
                 items.append(sample_arrays(sample, role_mask(stream.role), self.geometry.box_slots))
             batch = collate(items)
             batch["source"] = torch.as_tensor(sources)
@@ -197,23 +283,36 @@ class MixedBatches(IterableDataset):
         table, data = stream.tables[source], stream.sources[source]
         members = read_span(data.shards[int(table.shard[row])], int(table.offset[row]), int(table.size[row]),
                             self.files)  # fmt: skip
-        return decode_sample(f"{data.name}:{row}", members)
+        return with_proposals(decode_sample(f"{data.name}:{row}", members))
 
 
 class EvalBatches(IterableDataset):
     """One split of one source in manifest order, this rank's padded slice, with `views` spatial crops each.
 
-    Every rank gets the same number of batches; `valid` marks the padding repeats so metrics skip them.
+    Every stored sample is one temporal view of its video (`view_group`); each is cut into `views` spatial
+    crops, so a video is scored over temporal x spatial views. A detection source (AVA) is seen whole instead
+    (`full_frame`, one clip per batch since frames may differ in shape). Every rank gets the same number of
+    batches; `valid` marks the padding repeats so metrics skip them, and `metas` carries each sample's
+    meta.json for the official metrics.
     """
 
     def __init__(
-        self, source: SourceData, split: str, role: str, rank: int, world: int, batch_size: int,
-        geometry: Geometry, views: int = 1, zoom: float = 1.15,
-    ) -> None:  # fmt: skip
+        self,
+        source: SourceData,
+        split: str,
+        role: str,
+        rank: int,
+        world: int,
+        batch_size: int,
+        geometry: Geometry,
+        views: int = 1,
+        full_frame: bool = False,
+    ) -> None:
         super().__init__()
         self.source, self.table, self.role = source, source.split(split), role
-        self.rank, self.world, self.batch_size = rank, world, batch_size
-        self.geometry, self.views, self.zoom = geometry, views, zoom
+        self.rank, self.world = rank, world
+        self.batch_size = 1 if full_frame else batch_size
+        self.geometry, self.views, self.full_frame = geometry, 1 if full_frame else views, full_frame
         self.files: dict = {}
         total = len(self.table)
         self.per_rank = -(-total // world)
@@ -231,22 +330,26 @@ class EvalBatches(IterableDataset):
 
     def batch(self, index: int) -> dict:
         span = slice(index * self.batch_size, (index + 1) * self.batch_size)
-        items, groups = [], []
+        items, groups, metas = [], [], []
         for row in self.rows[span]:
             table = self.table
             members = read_span(self.source.shards[int(table.shard[row])], int(table.offset[row]),
                                 int(table.size[row]), self.files)  # fmt: skip
-            sample = decode_sample(str(row), members)
+            sample = with_proposals(decode_sample(str(row), members))
             meta = sample["meta"]
-            groups.append(str(meta.get("video_id", meta.get("id", row))))
+            groups.append(str(meta.get("view_group", meta.get("id", row))))
+            metas.append(meta)
             for view in range(self.views):
-                viewed = eval_view(
-                    sample, view, self.views, self.zoom, self.geometry.label_size, self.geometry.stride
+                viewed = (
+                    full_frame_view(sample, self.geometry.protocol)
+                    if self.full_frame
+                    else eval_view(sample, view, self.views, self.geometry.protocol)
                 )
-                items.append(sample_arrays(viewed, role_mask(self.role), self.geometry.box_slots))
+                items.append(sample_arrays(viewed, role_mask(self.role), self.geometry.box_slots, True))
         batch = collate(items)
         batch["valid"] = torch.from_numpy(self.positions[span] < len(self.table))
         batch["groups"] = groups
+        batch["metas"] = metas
         batch["views"] = self.views
         return batch
 
@@ -263,14 +366,20 @@ def make_loader(dataset: IterableDataset, workers: int) -> DataLoader:
     )
 
 
+@functools.cache
+def _mean_std(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    # Made once per device: a new torch.tensor(..., device="cuda") per step is a blocking copy (host sync).
+    mean, std = (torch.tensor(v, device=device).view(1, 3, 1, 1, 1) for v in (MEAN, STD))
+    return mean, std
+
+
 def to_device(batch: dict, device: torch.device) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """uint8 `[B,T,H,W,3]` -> normalised float `[B,3,T,H,W]` on `device`, and the targets."""
     video = batch["video"].to(device, non_blocking=True).permute(0, 4, 1, 2, 3).float().div_(255)
-    mean = torch.tensor(MEAN, device=device).view(1, 3, 1, 1, 1)
-    std = torch.tensor(STD, device=device).view(1, 3, 1, 1, 1)
+    mean, std = _mean_std(device)
     video = (video - mean) / std
     targets = {k: v.to(device, non_blocking=True) for k, v in batch.items() if k in TARGET_KEYS}
-    for key in ("depth", "normal"):
+    for key in ("depth", "normal", "ava"):
         if key in targets:
             targets[key] = targets[key].float()
     if "segm" in targets:
@@ -278,7 +387,20 @@ def to_device(batch: dict, device: torch.device) -> tuple[torch.Tensor, dict[str
     return video, targets
 
 
-TARGET_KEYS = ("mask", "action", "depth", "normal", "segm", "pose3d", "boxes", "boxes_cls")
+TARGET_KEYS = (
+    "mask", "action", "depth", "normal", "segm", "pose3d", "boxes", "boxes_cls",
+    "oscc", "pnr", "ava", "ava_boxes",
+)  # fmt: skip
+
+
+MERGE_FILL = {
+    "action": -1,
+    "oscc": -1,
+    "ava": -1,
+    "pnr": 0,
+    "segm": SEGM_IGNORE,
+    "boxes_cls": BOX_CLS_PADDING,
+}
 
 
 def merge(parts: list[dict]) -> dict:
@@ -296,7 +418,7 @@ def merge(parts: list[dict]) -> dict:
                 filled.append(part[key])
                 continue
             shape = (part["video"].shape[0], *have[0].shape[1:])
-            fill = {"action": -1, "segm": SEGM_IGNORE, "boxes_cls": BOX_CLS_PADDING}.get(key, float("nan"))
+            fill = MERGE_FILL.get(key, float("nan"))
             filled.append(torch.full(shape, fill, dtype=have[0].dtype))
         out[key] = torch.cat(filled)
     return out

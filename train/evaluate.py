@@ -1,19 +1,24 @@
 """Evaluation: action top-1/top-5 with multi-view averaging, and per-task metrics on synthetic val splits.
 
-Views: each real val sample is scored over `views` spatial crops; samples that share a `video_id` in their
-meta.json (the pipeline's temporal clips `_v0.._vK`) are averaged too, so the score is per video over
-spatial crops x temporal clips. Padding repeats (equal per-rank counts) are dropped via `valid`.
+Views: each real val sample is scored over `views` spatial crops (PySlowFast's `uniform_crop` along the long
+side); samples that share a `view_group` in their meta.json (the build's temporal views `_v0.._vK`) are
+averaged too, so the score is per video over spatial crops x temporal views, softmax averaged. Padding
+repeats (equal per-rank counts) are dropped via `valid`.
 """
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Callable, Iterable
+from pathlib import Path
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
 from pipeline.schema import SEGM_IGNORE, TASK_BIT
+from train import metrics
 from train.data import to_device
 
 
@@ -31,8 +36,9 @@ def evaluate_action(
 ) -> dict[str, float]:
     """Top-1/top-5 (percent) per video, softmax averaged over spatial and temporal views."""
     model.eval()
-    scored = []
+    scored, views = [], 1
     for batch in batches:
+        views = batch["views"]
         video, targets = to_device(batch, device)
         with autocast():
             logits = model(video)["action"].float()
@@ -54,7 +60,13 @@ def evaluate_action(
         top1 += int(ranked[0] == label)
         top5 += int(label in ranked[:5].tolist())
     n = len(per_video)
-    return {"top1": 100.0 * top1 / n, "top5": 100.0 * top5 / n, "videos": n, "clips": len(scored)}
+    return {
+        "top1": 100.0 * top1 / n,
+        "top5": 100.0 * top5 / n,
+        "videos": n,
+        "clips": len(scored),
+        "views_per_video": len(scored) * views / n,  # temporal views stored x spatial test crops
+    }
 
 
 # Sums reduced over ranks, in this order; each metric is a ratio of two of them.
@@ -142,3 +154,133 @@ def _confusion(logits: torch.Tensor, gt: torch.Tensor, rows: torch.Tensor, num: 
     valid = (gt != SEGM_IGNORE) & (gt >= 0) & (gt < num) & rows.view(-1, 1, 1, 1)
     index = gt[valid] * num + pred[valid]
     return torch.bincount(index, minlength=num * num).view(num, num).double()
+
+
+# ----------------------------------------------------------------------------- Ego4D and AVA
+
+
+def _predict(model: torch.nn.Module, batch: dict, device: torch.device, autocast: Callable) -> dict:
+    video, targets = to_device(batch, device)
+    with autocast():
+        preds = model(video, boxes=targets.get("ava_boxes"))
+    return {key: value.float().cpu() for key, value in preds.items()}
+
+
+@torch.no_grad()
+def evaluate_ego4d(
+    model: torch.nn.Module, batches: Iterable[dict], device: torch.device, autocast: Callable, out: Path
+) -> dict[str, float]:
+    """OSCC accuracy and PNR localisation error (s) as the official code computes them (`train.metrics`);
+    writes the submission files `pnr.json` and `oscc.json` under `out`. Logits are averaged over views."""
+    model.eval()
+    rows = []
+    for batch in batches:
+        preds = _predict(model, batch, device, autocast)
+        count, views = len(batch["metas"]), batch["views"]
+        oscc = preds["oscc"].view(count, views, -1).mean(1).numpy()
+        pnr = preds["pnr"].view(count, views, -1).mean(1).numpy()
+        for meta, valid, o, p in zip(batch["metas"], batch["valid"], oscc, pnr, strict=True):
+            if valid:
+                rows.append((meta, o, p))
+    rows = _gather(rows)
+    out.mkdir(parents=True, exist_ok=True)
+    ids = [str(meta.get("unique_id") or meta["id"]) for meta, _, _ in rows]
+    oscc = np.stack([o for _, o, _ in rows]) if rows else np.zeros((0, 2))
+    pnr = np.stack([p for _, _, p in rows]) if rows else np.zeros((0, 1))
+    start = np.array([m["parent_start_frame"] for m, _, _ in rows], dtype=float)
+    end = np.array([m["parent_end_frame"] for m, _, _ in rows], dtype=float)
+    metrics.write_pnr_json(out / "pnr.json", ids, metrics.pnr_predicted_frames(pnr, start, end))
+    metrics.write_oscc_json(out / "oscc.json", ids, oscc)
+    labelled = [i for i, (meta, _, _) in enumerate(rows) if meta.get("state_change") is not None]
+    if not labelled:
+        return {"clips": len(rows)}  # an unannotated test split: the files are the result
+    change = np.array([bool(rows[i][0]["state_change"]) for i in labelled])
+    fps = np.array([rows[i][0].get("clip_fps") or math.nan for i in labelled], dtype=float)
+    pnr_frame = np.array([rows[i][0].get("pnr_frame") or 0 for i in labelled], dtype=float)
+    return {
+        "oscc_accuracy": 100.0 * metrics.oscc_accuracy(oscc[labelled], change.astype(int)),
+        "pnr_error_s": metrics.pnr_localisation_error(
+            pnr[labelled], start[labelled], end[labelled], pnr_frame, fps, change
+        ),
+        "clips": len(rows),
+    }
+
+
+def to_full_frame(boxes: np.ndarray, crop_box: list[int], orig_hw: list[int]) -> np.ndarray:
+    """Boxes normalised to the stored frame -> normalised to the source frame (through `crop_box`)."""
+    top, left, height, width = crop_box
+    src_h, src_w = orig_hw
+    scale = np.array([width / src_w, height / src_h] * 2)
+    shift = np.array([left / src_w, top / src_h] * 2)
+    return np.asarray(boxes, dtype=float) * scale + shift
+
+
+@torch.no_grad()
+def evaluate_ava(
+    model: torch.nn.Module,
+    batches: Iterable[dict],
+    device: torch.device,
+    autocast: Callable,
+    out: Path,
+    annotations: str = "",
+    split: str = "val",
+) -> dict[str, float]:
+    """Frame-mAP@0.5 of the official ActivityNet evaluation against the original CSV of `annotations`.
+
+    Writes `ava_detections.csv` (`video_id,sec,x1,y1,x2,y2,action_id,score`, boxes in full-frame normalised
+    coordinates, mapped back through each sample's `crop_box`) under `out`; scores it when `annotations`
+    (the raw dataset's annotation folder) is given, else says so.
+    """
+    model.eval()
+    predictions, class_ids = [], None
+    for batch in batches:
+        scores = _predict(model, batch, device, autocast)["ava"].sigmoid().numpy()
+        for i, (meta, valid) in enumerate(zip(batch["metas"], batch["valid"], strict=True)):
+            boxes = batch["ava_boxes"][i].numpy()
+            real = np.isfinite(boxes).all(-1)
+            if not valid or not real.any():
+                continue
+            class_ids = meta["ava_action_ids"]
+            full = to_full_frame(boxes[real], meta["crop_box"], meta["orig_hw"])
+            predictions.append(
+                metrics.AvaKeyframePrediction(meta["video_id"], int(meta["timestamp"]), full, scores[i][real])
+            )
+    predictions = _gather(predictions)
+    out.mkdir(parents=True, exist_ok=True)
+    detections = out / "ava_detections.csv"
+    rows = metrics.write_ava_detections(detections, predictions, class_ids or [])
+    result: dict[str, float] = {"keyframes": len(predictions), "detection_rows": rows}
+    if annotations:
+        files = ava_annotation_files(Path(annotations), split)
+        result["frame_map"] = (
+            100.0
+            * metrics.evaluate_ava(
+                files["labelmap"], files["groundtruth"], detections, files.get("exclusions")
+            )["mAP"]
+        )
+    return result
+
+
+def ava_annotation_files(folder: Path, split: str) -> dict[str, Path]:
+    """The official files in `folder`: label map, `ava_<split>_v2.x.csv` and its excluded timestamps."""
+    found: dict[str, Path] = {}
+    for version in ("2.2", "2.1"):
+        if (folder / f"ava_{split}_v{version}.csv").is_file():
+            found["groundtruth"] = folder / f"ava_{split}_v{version}.csv"
+            excluded = folder / f"ava_{split}_excluded_timestamps_v{version}.csv"
+            if excluded.is_file():
+                found["exclusions"] = excluded
+            break
+    for name in (
+        "ava_action_list_v2.2_for_activitynet_2019.pbtxt",
+        "ava_action_list_v2.1_for_activitynet_2018.pbtxt",
+    ):
+        if (folder / name).is_file():
+            found["labelmap"] = folder / name
+            break
+    missing = {"groundtruth", "labelmap"} - set(found)
+    if missing:
+        raise FileNotFoundError(
+            f"--ava-annotations {folder}: no {' or '.join(sorted(missing))} file for {split}"
+        )
+    return found

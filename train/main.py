@@ -24,15 +24,17 @@ import time  # noqa: E402
 
 import pvit  # noqa: E402
 import torch  # noqa: E402
+from pvit.tasks import DOWNSTREAM_TASKS  # noqa: E402
 from torch.nn.parallel import DistributedDataParallel  # noqa: E402
 
 from pipeline.labelspace import load_label_space  # noqa: E402
 from pipeline.schema import SYNTHETIC_TASKS  # noqa: E402
 from train import checkpoint  # noqa: E402
-from train.config import TrainConfig, parse_config, parse_weighted  # noqa: E402
+from train.augment import Protocol  # noqa: E402
+from train.config import VERIFY_AUTO_BYTES, TrainConfig, parse_config, parse_weighted  # noqa: E402
 from train.data import EvalBatches, Geometry, MixedBatches, StreamSpec, make_loader, merge, to_device  # noqa: E402
 from train.distributed import Dist, all_gather_object, mean_over_ranks, setup, teardown  # noqa: E402
-from train.evaluate import evaluate_action, evaluate_tasks  # noqa: E402
+from train.evaluate import evaluate_action, evaluate_ava, evaluate_ego4d, evaluate_tasks  # noqa: E402
 from train.logger import MetricLogger, NullLogger, print0, progress_line  # noqa: E402
 from train.plan import StreamPlan, position  # noqa: E402
 from train.sources import (  # noqa: E402
@@ -41,6 +43,7 @@ from train.sources import (  # noqa: E402
     check_compatible,
     num_action_classes,
     open_source,
+    verify_shards,
 )
 
 STREAM_IDS = {"real": 0, "synthetic": 1}
@@ -64,6 +67,7 @@ class Run:
     num_seg: int
     total_steps: int
     start_step: int = 0
+    guard: FiniteGuard | None = None  # set by train(); None = check every step's norm at once
 
 
 # ----------------------------------------------------------------------------- setup
@@ -78,6 +82,10 @@ def open_streams(
         roles["synthetic"] = parse_weighted(cfg.synthetic)
     sources = {role: [open_source(cfg.shards, name) for name, _ in named] for role, named in roles.items()}
     weights = {role: [w for _, w in named] for role, named in roles.items()}
+    unique = list({s.name: s for group in sources.values() for s in group}.values())
+    note = verify_shards(unique, cfg.verify_shards, VERIFY_AUTO_BYTES)  # every rank: all refuse alike
+    if note:
+        print0(d.rank, note)
     label_stride = pvit.get_config(cfg.preset).label_stride
     geometry = check_compatible([s for group in sources.values() for s in group], label_stride)
     return sources, weights, geometry
@@ -90,10 +98,13 @@ def build_model(
     tasks = tuple(t for t in SYNTHETIC_TASKS if any(t in s.tasks for s in synthetic)) or SYNTHETIC_TASKS
     num_seg = load_label_space(geometry["segm_space"]).num_classes if geometry.get("segm_space") else 1
     num_box = load_label_space(geometry["box_space"]).num_classes if geometry.get("box_space") else 1
+    real = sources["real"]
+    downstream = tuple(t for t in DOWNSTREAM_TASKS if any(t in s.tasks for s in real))
+    classifies = any("action" in s.tasks for s in real)  # Ego4D/AVA alone: a 1-way action head, never trained
     model = pvit.build_model(
-        cfg.preset, cfg.mode, num_classes=num_action_classes(sources["real"], cfg.num_classes),
+        cfg.preset, cfg.mode, num_classes=num_action_classes(real, cfg.num_classes) if classifies else 1,
         num_seg_classes=num_seg, num_box_classes=num_box, num_box_slots=geometry["max_objects"],
-        tasks=tasks, num_frames=geometry["frames"],
+        tasks=tasks, num_frames=geometry["frames"], downstream=downstream,
     )  # fmt: skip
     if cfg.pretrained:
         pvit.load_kinetics_pretrained(model, cfg.pretrained)
@@ -127,8 +138,14 @@ def make_streams(cfg: TrainConfig, d: Dist, sources: dict, weights: dict) -> lis
         if global_batch % d.world:
             raise ValueError(f"{role} batch {global_batch} is not divisible by the {d.world} ranks")
         tables = [s.split("train") for s in group]
-        plan = StreamPlan(tuple(t.shard for t in tables), tuple(weights[role]), cfg.seed, STREAM_IDS[role],
-                          cfg.shuffle_window)  # fmt: skip
+        plan = StreamPlan(
+            tuple(t.shard for t in tables),
+            tuple(weights[role]),
+            cfg.seed,
+            STREAM_IDS[role],
+            cfg.shuffle_window,
+            views=tuple(t.view_matrix() for t in tables),
+        )
         stream = StreamSpec(role, plan, group, tables, global_batch // d.world, d.world, d.rank)
         if stream.batches_per_epoch < 1:
             raise ValueError(
@@ -149,12 +166,19 @@ def autocast_for(cfg: TrainConfig, device: torch.device):
 
 def prepare(cfg: TrainConfig, d: Dist) -> Run:
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
+    if d.device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True  # fp32 matmuls outside autocast (loss, fp32 heads)
+        torch.backends.cudnn.allow_tf32 = True
     sources, weights, geometry = open_streams(cfg, d)
     model, num_seg = build_model(cfg, sources, geometry)
     model.to(d.device)
     streams = make_streams(cfg, d, sources, weights)
     total = cfg.steps or math.ceil(cfg.epochs * streams[0].batches_per_epoch)
-    optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas)
+    # fused: one kernel for all parameters on CUDA; elsewhere torch's default (foreach).
+    fused = True if d.device.type == "cuda" else None
+    optimizer = torch.optim.AdamW(
+        param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas, fused=fused
+    )
     schedule = cosine_with_warmup(total, cfg.warmup_steps, cfg.min_lr_ratio)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     scaler = torch.amp.GradScaler(d.device.type, enabled=cfg.amp == "fp16")
@@ -163,9 +187,11 @@ def prepare(cfg: TrainConfig, d: Dist) -> Run:
         train_model = DistributedDataParallel(
             model, device_ids=[d.local_rank] if d.device.type == "cuda" else None
         )
-    geo = Geometry(
-        geometry["label_size"], geometry["size"] // geometry["label_size"], geometry["max_objects"]
-    )
+    if cfg.compile:
+        # The model only (DDP-wrapped, as torch recommends); the loss and the optimiser stay eager.
+        train_model = torch.compile(train_model)
+    protocol = Protocol(cfg.crop_size, cfg.train_scale, cfg.flip, geometry["label_stride"])
+    geo = Geometry(protocol, geometry["max_objects"])
     loss_fn = pvit.MultiTaskLoss(
         weights=cfg.loss_weights, max_depth=cfg.max_depth, action_label_smoothing=cfg.label_smoothing
     )
@@ -184,6 +210,8 @@ def data_position(run: Run, steps_done: int) -> dict:
 
 
 def save_checkpoint(run: Run, steps_done: int) -> None:
+    if run.guard:
+        run.guard.check()
     rngs = all_gather_object(checkpoint.rng_state())  # every rank's RNG, so each resumes its own
     if not run.dist.main:
         return
@@ -238,7 +266,7 @@ def train_step(run: Run, batch: dict, autocast) -> dict[str, torch.Tensor]:
     """One optimiser step on the real + synthetic batch; returns detached losses and the grad norm."""
     video, targets = to_device(merge([batch[s.role] for s in run.streams]), run.dist.device)
     with autocast():
-        preds = run.train_model(video)
+        preds = run.train_model(video, boxes=targets.get("ava_boxes"))
     total, per_task = run.loss_fn({k: v.float() for k, v in preds.items()}, targets)
     run.optimizer.zero_grad(set_to_none=True)
     run.scaler.scale(total).backward()
@@ -247,11 +275,9 @@ def train_step(run: Run, batch: dict, autocast) -> dict[str, torch.Tensor]:
     norm = torch.nn.utils.clip_grad_norm_(
         params, run.cfg.clip_grad if run.cfg.clip_grad > 0 else float("inf")
     )
-    # The norm is of all-reduced gradients, so every rank takes the same decision here (no DDP hang).
-    if not run.scaler.is_enabled() and not torch.isfinite(norm):
-        raise FloatingPointError(
-            f"non-finite gradient norm (loss {float(total):.4g}); lower --lr or check data"
-        )
+    # The norm is of all-reduced gradients, so every rank takes the same decision (no DDP hang).
+    if not run.scaler.is_enabled():
+        (run.guard or FiniteGuard(norm.device, eager=True)).update(norm, total, run.scheduler.last_epoch + 1)
     run.scaler.step(run.optimizer)
     run.scaler.update()
     run.scheduler.step()
@@ -262,21 +288,66 @@ def train_step(run: Run, batch: dict, autocast) -> dict[str, torch.Tensor]:
     }
 
 
+class FiniteGuard:
+    """Raises on a non-finite gradient norm without a host sync per step.
+
+    ``update`` folds the step's norm into device tensors (the first bad step and its loss); ``check`` reads
+    them, which syncs, so on CUDA the loop calls it only where it syncs anyway (progress lines) and before a
+    checkpoint or an evaluation, which thus never see weights from a non-finite step. ``eager`` (on CPU,
+    where nothing runs ahead) checks every step at once.
+    """
+
+    def __init__(self, device: torch.device, eager: bool = False) -> None:
+        self.first_bad = torch.full((), -1, dtype=torch.long, device=device)
+        self.bad_loss = torch.zeros((), device=device)
+        self.eager = eager
+
+    def update(self, norm: torch.Tensor, loss: torch.Tensor, step: int) -> None:
+        new = ~torch.isfinite(norm) & (self.first_bad < 0)
+        self.first_bad = torch.where(new, step, self.first_bad)
+        self.bad_loss = torch.where(new, loss.detach().float(), self.bad_loss)
+        if self.eager:
+            self.check()
+
+    def check(self) -> None:
+        step = int(self.first_bad)
+        if step >= 0:
+            raise FloatingPointError(
+                f"non-finite gradient norm at step {step} (loss {float(self.bad_loss):.4g}); "
+                "lower --lr or check data"
+            )
+
+
 def evaluate(run: Run, autocast, steps_done: int, logger) -> dict[str, float]:
+    if run.guard:
+        run.guard.check()
     cfg, d, results = run.cfg, run.dist, {}
     for role, group in run.sources.items():
         for source in group:
             if "val" not in source.splits:
                 continue
-            views = cfg.eval_spatial_crops if role == "real" else 1
-            batches = EvalBatches(source, "val", role, d.rank, d.world, cfg.eval_batch_size, run.geometry,
-                                  views, cfg.eval_zoom)  # fmt: skip
+            views = cfg.test_crops if role == "real" else 1
+            detection = role == "real" and "ava" in source.tasks
+            batches = EvalBatches(
+                source, "val", role, d.rank, d.world, cfg.eval_batch_size, run.geometry, views, detection
+            )
             loader = make_loader(batches, min(cfg.workers, len(batches)))
-            if role == "real":
-                metrics = evaluate_action(run.model, loader, d.device, autocast)
-            else:
+            files = Path(cfg.out) / "eval" / f"step_{steps_done:08d}" / source.name
+            if role == "synthetic":
                 metrics = evaluate_tasks(run.model, loader, d.device, autocast, run.num_seg)
+            elif detection:
+                metrics = evaluate_ava(run.model, loader, d.device, autocast, files, cfg.ava_annotations)
+            elif "oscc" in source.tasks or "pnr" in source.tasks:
+                metrics = evaluate_ego4d(run.model, loader, d.device, autocast, files)
+            else:
+                metrics = evaluate_action(run.model, loader, d.device, autocast)
             results.update({f"{role}/{source.name}/{k}": v for k, v in metrics.items()})
+    if d.main:  # the task heads' predictions on real val clips (the paper's Fig. 3/5)
+        from train.visualize import figure_at_eval
+
+        figure = figure_at_eval(run, autocast, steps_done, logger)
+        if figure is not None:
+            print0(d.rank, f"predictions: {figure}")
     run.model.train()
     logger.log(steps_done, "eval", results)
     shown = " | ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}" for k, v in results.items())
@@ -324,10 +395,10 @@ def train(run: Run) -> dict:
     cfg, d = run.cfg, run.dist
     autocast = autocast_for(cfg, d.device)
     logger = MetricLogger(cfg.out, cfg.tensorboard) if d.main else NullLogger()
-    dataset = MixedBatches(run.streams, run.start_step, run.total_steps, run.geometry, cfg.seed,
-                           cfg.scale_jitter, cfg.flip)  # fmt: skip
+    dataset = MixedBatches(run.streams, run.start_step, run.total_steps, run.geometry, cfg.seed)
     loader = iter(make_loader(dataset, cfg.workers))
     meter, totals, results = Meter(), {"wait": 0.0, "time": 0.0}, {}
+    run.guard = FiniteGuard(d.device, eager=d.device.type == "cpu")
     run.model.train()
     print0(d.rank, f"training {cfg.mode}/{cfg.preset} for {run.total_steps} steps from step {run.start_step} "
                    f"on {d.world} rank(s), {d.device.type}; streams "
@@ -341,6 +412,7 @@ def train(run: Run) -> dict:
         meter.add(train_step(run, batch, autocast), waited)
         done = step + 1
         if done % cfg.log_every == 0 or done == run.total_steps:
+            run.guard.check()
             log_progress(run, meter, done, logger, totals)
         if cfg.stop_after and done >= cfg.stop_after and done < run.total_steps:
             print0(d.rank, f"stopping after step {done} (--stop-after), as if interrupted")
@@ -366,8 +438,11 @@ def train(run: Run) -> dict:
 def main(argv: list[str] | None = None) -> dict:
     """Parse flags, build everything, train, evaluate; returns the final metrics (for tests and scripts)."""
     cfg = parse_config(argv)
+    check_setup(cfg)
     d = setup(cfg.device)
     try:
+        if d.main:
+            checkpoint.remove_temporaries(cfg.out)  # a write killed mid-way leaves one behind
         run = prepare(cfg, d)
         maybe_resume(run)
         started = time.perf_counter()
@@ -380,6 +455,24 @@ def main(argv: list[str] | None = None) -> dict:
         teardown()
 
 
+def check_setup(cfg: TrainConfig) -> None:
+    """Refuse, before any process group or model, a device that is not there and an --out that is a file."""
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA GPU is visible to torch here; use --device cpu (or auto)")
+    for path in [Path(cfg.out), *Path(cfg.out).parents]:
+        if path.exists():
+            if not path.is_dir():
+                raise ValueError(f"--out {cfg.out}: {path} is a file, not a directory")
+            break
+
+
+FINAL_METRICS = {
+    "oscc_accuracy": "OSCC accuracy (%)",
+    "pnr_error_s": "PNR error (s)",
+    "frame_map": "frame-mAP@0.5 (%)",
+}
+
+
 def report_final(run: Run, out: dict) -> None:
     if out.get("stopped"):
         return
@@ -387,6 +480,9 @@ def report_final(run: Run, out: dict) -> None:
     for key, value in out["eval"].items():
         if key.endswith("/top1"):
             print0(run.dist.rank, f"final val top-1 {key.split('/')[1]}: {value:.1f}% (chance {chance:.1f}%)")
+        for metric, label in FINAL_METRICS.items():
+            if key.endswith(f"/{metric}"):
+                print0(run.dist.rank, f"final val {label} {key.split('/')[1]}: {value:.3f}")
     print0(run.dist.rank, f"data-wait share {100 * out['data_wait_share']:.1f}% of training time; "
                           f"training {out['train_seconds']:.0f} s")  # fmt: skip
 
@@ -396,9 +492,17 @@ def cli() -> None:
     try:
         main()
     except (ShardMismatch, ValueError, FileNotFoundError) as error:
-        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        print(f"train/main.py: error: {message}", file=sys.stderr)
+        print(f"train/main.py: error: {one_line(error)}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def one_line(error: BaseException) -> str:
+    """The error's own first line; for one re-raised from a DataLoader worker, the worker's message."""
+    text = str(error).strip()
+    if "Original Traceback" in text:  # torch's worker re-raise: the real message is the last line
+        last = text.splitlines()[-1]
+        return last.split(": ", 1)[1] if ": " in last else last
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 if __name__ == "__main__":

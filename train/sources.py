@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import io
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from pipeline.manifest import BuildDirError, read_build, read_manifest
 from pipeline.schema import META_JSON, TASK_BIT
+from pipeline.shards import file_sha256
+from train.plan import view_matrix
 
 
 class ShardMismatch(ValueError):
@@ -31,9 +33,15 @@ class SplitTable:
     size: np.ndarray  # int64 byte span of the sample in its tar
     mask: np.ndarray  # int64 availability mask (bit i = pipeline.schema.TASKS[i])
     label: np.ndarray  # int64 action label, -1 where absent
+    group: np.ndarray  # object: the view group (video) of each sample
+    view: np.ndarray  # int64: its temporal view within the group
 
     def __len__(self) -> int:
         return len(self.shard)
+
+    def view_matrix(self) -> np.ndarray:
+        """`[videos, K]` rows of each video's views (`train.plan.view_matrix`)."""
+        return view_matrix(self.group, self.view)
 
 
 @dataclass
@@ -47,6 +55,7 @@ class SourceData:
     splits: dict[str, SplitTable]
     segm_space: str | None  # meta.json segm_space of its samples (None when it has no segm)
     box_space: str | None  # meta.json box_space (None when absent)
+    build_shards: list[dict] = field(default_factory=list)  # build.json "shards": name, bytes, sha256, ...
 
     def split(self, name: str) -> SplitTable:
         if name not in self.splits or len(self.splits[name]) == 0:
@@ -60,9 +69,9 @@ def open_source(shards_dir: str | Path, name: str) -> SourceData:
     directory = Path(shards_dir) / name
     try:
         build = read_build(directory)
+        table = read_manifest(directory).to_pydict()
     except BuildDirError as error:
         raise ShardMismatch(f"source {name}: {error}") from None
-    table = read_manifest(directory).to_pydict()
     shards = [str(directory / shard["name"]) for shard in build["shards"]]
     _check_shards(name, build, table, shards)
     index = {Path(path).name: i for i, path in enumerate(shards)}
@@ -78,6 +87,8 @@ def open_source(shards_dir: str | Path, name: str) -> SourceData:
             label=np.array(
                 [-1 if table["label"][i] is None else table["label"][i] for i in rows], dtype=np.int64
             ),
+            group=np.array([table["view_group"][i] for i in rows], dtype=object),
+            view=np.array([table["view"][i] for i in rows], dtype=np.int64),
         )
     meta = first_meta(shards, splits)
     return SourceData(
@@ -90,6 +101,7 @@ def open_source(shards_dir: str | Path, name: str) -> SourceData:
         splits=splits,
         segm_space=meta.get("segm_space"),
         box_space=meta.get("box_space", meta.get("segm_space")),
+        build_shards=build["shards"],
     )
 
 
@@ -120,6 +132,37 @@ def _check_shards(name: str, build: dict, table: dict, shards: list[str]) -> Non
     missing = [path for path in shards if not Path(path).is_file()]
     if missing:
         raise ShardMismatch(f"source {name}: shard file(s) missing: {', '.join(missing[:3])}")
+    for path, shard in zip(shards, build["shards"], strict=True):
+        size = Path(path).stat().st_size
+        if size != shard["bytes"]:
+            raise ShardMismatch(
+                f"source {name}: {path} is {size} bytes but build.json says {shard['bytes']} "
+                f"(truncated, or a tar from another build); rebuild the source"
+            )
+
+
+def verify_shards(sources: list[SourceData], mode: str, limit: int) -> str | None:
+    """sha256 every shard against build.json (`mode` on, or auto with all shards under `limit` bytes).
+
+    Sizes were checked when each source was opened; this catches same-size changes (flipped bytes, a tar
+    of another build with the same length). Returns a note when auto skipped hashing, else None.
+    """
+    if mode == "off":
+        return None
+    listed = [(s, path, entry) for s in sources for path, entry in zip(s.shards, s.build_shards, strict=True)]
+    total = sum(entry["bytes"] for _, _, entry in listed)
+    if mode == "auto" and total > limit:
+        return (
+            f"note: shards not hashed before training ({total / 1e9:.1f} GB > {limit / 1e9:.1f} GB); "
+            f"--verify-shards on hashes them, `pvit-pipeline verify DIR` checks one source"
+        )
+    for source, path, entry in listed:
+        if file_sha256(Path(path)) != entry["sha256"]:
+            raise ShardMismatch(
+                f"source {source.name}: {path} differs from build.json's sha256 (its bytes changed); "
+                f"run `pvit-pipeline verify {source.directory}` and rebuild the source"
+            )
+    return None
 
 
 def first_meta(shards: list[str], splits: dict[str, SplitTable]) -> dict:
@@ -136,21 +179,22 @@ def first_meta(shards: list[str], splits: dict[str, SplitTable]) -> dict:
 def check_compatible(sources: list[SourceData], label_stride: int) -> dict:
     """Refuse sources that disagree on clip geometry or label spaces, or with the model's label stride.
 
-    Returns the shared geometry `{"frames", "size", "label_size", "max_objects"}`.
+    Stored sizes and aspect ratios may differ (every clip is cropped to the model's square before
+    collation); frame counts and the label stride may not. Returns the shared geometry
+    `{"frames", "label_stride", "max_objects", "segm_space", "box_space"}`.
     """
     geometry = {}
-    for key in ("frames", "size", "label_size"):
-        values = {source.name: source.config[key] for source in sources}
+    for key in ("frames", "label_stride"):
+        values = {source.name: source.config.get(key) for source in sources}
         if len(set(values.values())) > 1:
             listing = ", ".join(f"{n}={v}" for n, v in values.items())
-            raise ShardMismatch(f"sources disagree on {key} ({listing}): rebuild them with the same --{key}")
+            flag = "--" + key.replace("_", "-")
+            raise ShardMismatch(f"sources disagree on {key} ({listing}): rebuild them with the same {flag}")
         geometry[key] = next(iter(values.values()))
-    size, label_size = geometry["size"], geometry["label_size"]
-    if size % label_size or size // label_size != label_stride:
+    if geometry["label_stride"] != label_stride:
         raise ShardMismatch(
-            f"shards have size {size} and label size {label_size} (stride {size / label_size:g}) but the "
-            f"model's dense heads predict at size // {label_stride}: "
-            f"rebuild with --label-size {size // label_stride}"
+            f"shards store dense labels at stride {geometry['label_stride']} but the model's dense heads "
+            f"predict at stride {label_stride}: rebuild with --label-stride {label_stride}"
         )
     geometry["max_objects"] = max(int(source.config.get("max_objects", 8)) for source in sources)
     for attr, task in (("segm_space", "segm"), ("box_space", "boxes")):

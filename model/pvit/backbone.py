@@ -7,6 +7,11 @@ reusing every submodule of torchvision's block, so module paths, and hence state
 Prefix tokens are never pooled, get no relative position and no residual-pool add, exactly like CLS.
 With ``n = 0`` the computation is torchvision's.
 
+Attention runs through ``F.scaled_dot_product_attention`` by default (``PViTConfig.attention = "fused"``):
+the decomposed rel-pos logits are computed from q as torchvision does, broadcast to the patch-patch block
+and passed as the additive mask, with zero rows and columns for the prefix tokens. ``"explicit"`` keeps
+torchvision's matmul, add, softmax, matmul for comparison; both use the same parameters.
+
 The token grid ``(T, H, W)`` is read from the patch embedding at run time (torchvision uses the construction
 size), and torchvision's own rel-pos interpolation resizes the tables, so one model runs at any clip size.
 """
@@ -114,8 +119,46 @@ def _rel_pos_bias(
     return bias.reshape(b, heads, qt * qh * qw, kt * kh * kw)
 
 
+def _prefix_padded_bias(grid_bias: torch.Tensor, n_prefix: int, k_len: int) -> torch.Tensor:
+    """The patch-patch bias grown to the full ``(B, heads, Nq, Nk)`` mask with zero prefix rows/columns.
+
+    The last dimension is allocated padded to a multiple of 8 and sliced back: SDPA's memory-efficient kernel
+    needs 8-element-aligned mask strides and would otherwise make this copy itself.
+    """
+    pad = -k_len % 8
+    return F.pad(grid_bias, (n_prefix, pad, n_prefix, 0))[..., :k_len]
+
+
+def _attend(
+    attn: tvm.MultiscaleAttention,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    q_thw: Thw,
+    k_thw: Thw,
+    n_prefix: int,
+    fused: bool,
+) -> torch.Tensor:
+    """softmax(scaler q k^T + rel-pos) v: one fused SDPA call, or torchvision's explicit matmuls."""
+    has_rel = attn.rel_pos_h is not None and attn.rel_pos_w is not None and attn.rel_pos_t is not None
+    grid_bias = (
+        _rel_pos_bias(q[:, :, n_prefix:], q_thw, k_thw, attn.rel_pos_h, attn.rel_pos_w, attn.rel_pos_t)
+        if has_rel
+        else None
+    )
+    if fused:
+        # The bias depends on q (it is q times the rel-pos tables), so it is a (B, heads, Nq, Nk) input.
+        mask = None if grid_bias is None else _prefix_padded_bias(grid_bias, n_prefix, k.shape[2])
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=attn.scaler)
+    scores = torch.matmul(attn.scaler * q, k.transpose(2, 3))
+    if grid_bias is not None:
+        # In place on a fresh matmul output is autograd-safe (matmul saves its inputs, not its output).
+        scores[:, :, n_prefix:, n_prefix:] += grid_bias
+    return torch.matmul(scores.softmax(dim=-1), v)
+
+
 def _attention(
-    attn: tvm.MultiscaleAttention, x: torch.Tensor, thw: Thw, n_prefix: int
+    attn: tvm.MultiscaleAttention, x: torch.Tensor, thw: Thw, n_prefix: int, fused: bool = True
 ) -> tuple[torch.Tensor, Thw]:
     """torchvision ``MultiscaleAttention.forward`` with ``n_prefix`` CLS-like tokens."""
     b, n, _ = x.shape
@@ -123,14 +166,7 @@ def _attention(
     k, k_thw = _pool_tokens(attn.pool_k, k, thw, n_prefix)
     v, _ = _pool_tokens(attn.pool_v, v, thw, n_prefix)
     q, q_thw = _pool_tokens(attn.pool_q, q, thw, n_prefix)
-
-    scores = torch.matmul(attn.scaler * q, k.transpose(2, 3))
-    if attn.rel_pos_h is not None and attn.rel_pos_w is not None and attn.rel_pos_t is not None:
-        # In place on a fresh matmul output is autograd-safe (matmul saves its inputs, not its output).
-        scores[:, :, n_prefix:, n_prefix:] += _rel_pos_bias(
-            q[:, :, n_prefix:], q_thw, k_thw, attn.rel_pos_h, attn.rel_pos_w, attn.rel_pos_t
-        )
-    out = torch.matmul(scores.softmax(dim=-1), v)
+    out = _attend(attn, q, k, v, q_thw, k_thw, n_prefix, fused)
     if attn.residual_pool:
         if attn.residual_with_cls_embed:
             out = out + q
@@ -143,11 +179,13 @@ def _attention(
 class PrefixBlock(tvm.MultiscaleBlock):
     """torchvision's MViT block (same submodules and keys) whose forward takes the prefix length."""
 
-    def forward(self, x: torch.Tensor, thw: Thw, n_prefix: int = 1) -> tuple[torch.Tensor, Thw]:  # type: ignore[override]
+    def forward(  # type: ignore[override]
+        self, x: torch.Tensor, thw: Thw, n_prefix: int = 1, fused: bool = True
+    ) -> tuple[torch.Tensor, Thw]:
         if self.needs_transposal:
             raise NotImplementedError("PrefixBlock supports LayerNorm blocks only (as in MViTv2)")
         x_norm1 = self.norm1(x)
-        x_attn, thw_new = _attention(self.attn, x_norm1, thw, n_prefix)
+        x_attn, thw_new = _attention(self.attn, x_norm1, thw, n_prefix, fused)
         if self.project is not None and self.proj_after_attn:
             x = self.project(x_norm1)
         x_skip, _ = _pool_tokens(self.pool_skip, x, thw, n_prefix)
@@ -192,6 +230,8 @@ class PromptMViT(tvm.MViT):
             block=PrefixBlock,
         )
         self.num_prompts = num_prompts
+        # "fused" (SDPA) or "explicit" (torchvision's matmuls); a plain attribute, so benches can flip it.
+        self.attention = cfg.attention
         self.block_channels = [setting.output_channels for setting in settings]
         self.prompt_tokens: nn.Parameter | None = None
         if num_prompts > 0:
@@ -214,7 +254,7 @@ class PromptMViT(tvm.MViT):
         k = self.n_prefix
         grids: dict[int, torch.Tensor] = {}
         for i, block in enumerate(self.blocks):
-            x, thw = block(x, thw, k)
+            x, thw = block(x, thw, k, self.attention == "fused")
             if i in taps:
                 grids[i] = x[:, k:].transpose(1, 2).reshape(x.shape[0], x.shape[2], *thw)
         x = self.norm(x)

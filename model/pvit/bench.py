@@ -1,19 +1,31 @@
-"""Benchmark: forward+backward time of ``pvit`` against ``plain`` in one run, and parameter counts.
+"""Benchmark: fwd+bwd time of ``pvit`` against ``plain`` in one run, throughput, MFU, parameter counts.
 
-Run ``python -m pvit.bench`` (or ``python model/bench.py``); ``--help`` lists the clip/preset options.
+    python -m pvit.bench                            # CPU: 8 x 112^2 clips, batch 1, fp32
+    python -m pvit.bench --device cuda [--dtype bf16] [--compile] [--peak-tflops 989]   # 16 x 224^2, batch 16
+
 Timings interleave the models repeat by repeat (so machine load hits both alike) and report medians.
+``plain`` runs twice, with the fused (SDPA) and the explicit attention, to give their ratio. FLOPs are the
+model's (``torch.utils.flop_counter.FlopCounterMode`` on one fwd+bwd through the explicit path, so every
+matmul is counted and the fused kernels' internals are not); MFU = FLOPs / time / ``--peak-tflops``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
+import math
 import statistics
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 from torchvision.models.video import mvit_v2_s
 
+from .config import get_config
 from .losses import MultiTaskLoss
 from .model import PViT, build_model
 from .tasks import TASKS
@@ -37,26 +49,93 @@ def _targets(batch: int, frames: int, label: int, num_classes: int, num_seg: int
     }
 
 
-def _step(
-    model: PViT, video: torch.Tensor, targets: dict, loss_fn: MultiTaskLoss, backbone_only: bool
-) -> float:
-    start = time.perf_counter()
+CASES = ("plain", "explicit", "pvit", "full")  # --cases: plain (fused), plain explicit, pvit backbone, full
+
+
+@dataclass
+class Case:
+    """One timed configuration: a model and whether only its backbone (+ action loss) runs."""
+
+    name: str
+    model: PViT
+    backbone_only: bool
+    forward: Callable[[torch.Tensor], object]  # the (maybe compiled) module that gets the video
+
+
+def _predict(case: Case, video: torch.Tensor) -> dict:
     # backbone_only: encoder + action head and CE, the part prompts change (task heads skipped).
-    preds = {"action": model.backbone(video)} if backbone_only else model(video)
-    loss_fn(preds, targets)[0].backward()
+    out = case.forward(video)
+    return {"action": out} if case.backbone_only else out  # type: ignore[return-value]
+
+
+def _step(case: Case, video: torch.Tensor, targets: dict, loss_fn: MultiTaskLoss, autocast) -> float:
+    """One fwd+bwd in seconds; on CUDA the clock stops after the device has finished."""
+    sync = torch.cuda.synchronize if video.is_cuda else (lambda: None)
+    sync()
+    start = time.perf_counter()
+    with autocast():
+        preds = _predict(case, video)
+    loss_fn({k: v.float() for k, v in preds.items()}, targets)[0].backward()
+    sync()
     elapsed = time.perf_counter() - start
-    model.zero_grad(set_to_none=True)
+    case.model.zero_grad(set_to_none=True)
     return elapsed
 
 
-def _interleaved(fns: dict[str, Callable[[], float]], repeats: int) -> dict[str, float]:
+def _interleaved(fns: dict[str, Callable[[], float]], repeats: int, warmup: int = 1) -> dict[str, float]:
     times: dict[str, list[float]] = {name: [] for name in fns}
-    for fn in fns.values():  # warm-up, not timed
-        fn()
+    for _ in range(warmup):  # not timed: first-call allocations, autotuning, compilation
+        for fn in fns.values():
+            fn()
     for _ in range(repeats):
         for name, fn in fns.items():
             times[name].append(fn())
     return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def conv_backward_flop(
+    grad_out_shape: list[int],
+    x_shape: list[int],
+    w_shape: list[int],
+    _bias: object,
+    _stride: object,
+    _padding: object,
+    _dilation: object,
+    transposed: bool,
+    _output_padding: object,
+    _groups: int,
+    output_mask: list[bool],
+    out_shape: object = None,
+    **_: object,
+) -> int:
+    """FLOPs of ``aten.convolution_backward``: each requested gradient costs what the forward did.
+
+    torch's own formula ignores ``groups`` and counts MViT's depthwise pooling convs' backward ``channels``
+    times too high (about +27% on a whole MViTv2-S fwd+bwd step), which would inflate the MFU.
+    """
+    macs_per_output = math.prod(w_shape[1:])  # (C_in / groups) x kernel for a conv, (C_out / groups) x kernel
+    forward = (
+        2 * macs_per_output * math.prod(x_shape if transposed else grad_out_shape)
+    )  # transposed: per input
+    return forward * (int(output_mask[0]) + int(output_mask[1]))
+
+
+def step_flops(case: Case, video: torch.Tensor, targets: dict, loss_fn: MultiTaskLoss) -> int:
+    """Model FLOPs of one fwd+bwd of ``case`` on ``video``, counted through the explicit attention path.
+
+    Counted on the uncompiled module in fp32 with dropout etc. as in training; FLOPs do not depend on dtype.
+    """
+    backbone = case.model.backbone
+    saved, backbone.attention = backbone.attention, "explicit"
+    plain_case = Case(case.name, case.model, case.backbone_only, case.model.backbone if case.backbone_only
+                      else case.model)  # fmt: skip
+    try:
+        mapping = {torch.ops.aten.convolution_backward: conv_backward_flop}
+        with FlopCounterMode(display=False, custom_mapping=mapping) as counter:
+            _step(plain_case, video, targets, loss_fn, contextlib.nullcontext)
+    finally:
+        backbone.attention = saved
+    return counter.get_total_flops()
 
 
 def _count(model: torch.nn.Module, trainable_only: bool = False) -> int:
@@ -76,51 +155,169 @@ def param_table(preset: str, num_classes: int, num_seg: int) -> list[tuple[str, 
     return rows
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m pvit.bench", description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="mvit_v2_s")
-    parser.add_argument("--batch", type=int, default=1)
-    parser.add_argument("--frames", type=int, default=8)
-    parser.add_argument("--size", type=int, default=112)
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument(
+        "--dtype", choices=("fp32", "bf16"), default=None, help="default: bf16 on cuda, else fp32"
+    )
+    parser.add_argument(
+        "--batch", type=int, default=None, help="default: 16 on cuda (halved until it fits), 1"
+    )
+    parser.add_argument("--frames", type=int, default=None, help="default: 16 on cuda, 8 on cpu")
+    parser.add_argument("--size", type=int, default=None, help="default: 224 on cuda, 112 on cpu")
+    parser.add_argument("--compile", action="store_true", help="torch.compile each model (loss outside)")
+    parser.add_argument("--peak-tflops", type=float, default=0.0, help="device peak for MFU; 0 = no MFU")
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--threads", type=int, default=0, help="torch threads; 0 = torch's default")
+    parser.add_argument("--no-params", action="store_true", help="skip the parameter table")
+    parser.add_argument(
+        "--cases",
+        default=",".join(CASES),
+        help=f"comma-separated subset of {','.join(CASES)} (plain always runs)",
+    )
+    parser.add_argument("--json", default="", help="also write the rows and settings to this JSON file")
     args = parser.parse_args(argv)
+    cuda = args.device == "cuda"
+    if cuda and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA device is visible to torch")
+    args.dtype = args.dtype or ("bf16" if cuda else "fp32")
+    args.batch = args.batch or (16 if cuda else 1)
+    args.frames = args.frames or (16 if cuda else 8)
+    args.size = args.size or (224 if cuda else 112)
+    if min(args.batch, args.frames, args.size, args.repeats) < 1 or args.peak_tflops < 0:
+        parser.error("--batch, --frames, --size and --repeats must be >= 1 and --peak-tflops >= 0")
+    args.cases = {c.strip() for c in args.cases.split(",") if c.strip()} | {"plain"}
+    if args.cases - set(CASES):
+        parser.error(f"--cases: unknown {sorted(args.cases - set(CASES))}; choose from {', '.join(CASES)}")
+    try:
+        get_config(args.preset)
+    except ValueError as error:
+        parser.error(str(error))
+    return args
+
+
+def _cases(args: argparse.Namespace, device: torch.device, num_classes: int, num_seg: int) -> list[Case]:
+    def build(mode: str, **overrides: object) -> PViT:
+        torch.manual_seed(0)
+        return build_model(args.preset, mode, num_classes=num_classes, num_seg_classes=num_seg,
+                           num_box_classes=3, **overrides).to(device).train()  # fmt: skip
+
+    wrap = torch.compile if args.compile else (lambda m: m)
+    plain = build("plain")
+    cases = [Case("plain", plain, True, wrap(plain.backbone))]
+    if "explicit" in args.cases:
+        explicit = build("plain", attention="explicit")
+        explicit.load_state_dict(plain.state_dict())
+        cases.append(Case("plain, explicit attention", explicit, True, wrap(explicit.backbone)))
+    if args.cases & {"pvit", "full"}:
+        pvit_model = build("pvit")
+        n = pvit_model.cfg.num_prompts
+        if "pvit" in args.cases:
+            name = f"pvit backbone ({n} prompts, action loss)"
+            cases.append(Case(name, pvit_model, True, wrap(pvit_model.backbone)))
+        if "full" in args.cases:
+            name = f"pvit full ({n} prompts + heads + all losses)"
+            cases.append(Case(name, pvit_model, False, wrap(pvit_model)))
+    return cases
+
+
+def _inputs(args: argparse.Namespace, batch: int, cfg, device: torch.device, num_classes: int, num_seg: int):
+    video = torch.randn(
+        batch, 3, args.frames, args.size, args.size, generator=torch.Generator().manual_seed(0)
+    )
+    label = args.size // cfg.label_stride
+    targets = _targets(batch, args.frames, label, num_classes, num_seg, cfg.num_box_slots)
+    return video.to(device), {k: v.to(device) for k, v in targets.items()}
+
+
+def _fit_batch(args, cases: list[Case], device, num_classes: int, num_seg: int, loss_fn, autocast) -> int:
+    """The requested batch, halved on CUDA until the largest case (pvit full) runs a step."""
+    batch = args.batch
+    while True:
+        video, targets = _inputs(args, batch, cases[-1].model.cfg, device, num_classes, num_seg)
+        try:
+            _step(cases[-1], video, targets, loss_fn, autocast)
+            return batch
+        except torch.OutOfMemoryError:
+            if batch == 1:
+                raise
+            cases[-1].model.zero_grad(set_to_none=True)
+            del video, targets
+            torch.cuda.empty_cache()
+            batch //= 2
+            print(f"batch {batch * 2} does not fit; trying {batch}", flush=True)
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    """Print the timing table (and parameter counts); returns the timing rows for tests and scripts."""
+    args = _parse(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True  # the fp32 parts (loss, norms' stats) may use TF32
+        torch.backends.cudnn.allow_tf32 = True
+    dtype = torch.bfloat16 if args.dtype == "bf16" else None
+    autocast = (lambda: torch.autocast(device.type, dtype=dtype)) if dtype else contextlib.nullcontext
     num_classes, num_seg = 174, 40
-    torch.manual_seed(0)
-    models = {
-        m: build_model(args.preset, m, num_classes=num_classes, num_seg_classes=num_seg, num_box_classes=3)
-        for m in ("plain", "pvit")
-    }
-    plain, pvit_model = models["plain"].train(), models["pvit"].train()
-    video = torch.randn(args.batch, 3, args.frames, args.size, args.size)
-    label = args.size // pvit_model.cfg.label_stride
-    targets = _targets(args.batch, args.frames, label, num_classes, num_seg, pvit_model.cfg.num_box_slots)
+    cases = _cases(args, device, num_classes, num_seg)
     loss_fn = MultiTaskLoss()
+    batch = _fit_batch(args, cases, device, num_classes, num_seg, loss_fn, autocast)
+    video, targets = _inputs(args, batch, cases[0].model.cfg, device, num_classes, num_seg)
     medians = _interleaved(
-        {
-            "plain": lambda: _step(plain, video, targets, loss_fn, True),
-            "pvit backbone (5 prompts, action loss only)": lambda: _step(
-                pvit_model, video, targets, loss_fn, True
-            ),
-            "pvit full (5 prompts + 5 heads + all losses)": lambda: _step(
-                pvit_model, video, targets, loss_fn, False
-            ),
-        },
+        {c.name: (lambda c=c: _step(c, video, targets, loss_fn, autocast)) for c in cases},
         args.repeats,
+        warmup=2 if args.compile else 1,
+    )
+    flops = {c.name: step_flops(c, video, targets, loss_fn) for c in cases}
+    rows = [
+        {"name": c.name, "seconds": medians[c.name], "clips_per_s": batch / medians[c.name],
+         "tflop": flops[c.name] / 1e12, "tflops": flops[c.name] / 1e12 / medians[c.name]}
+        for c in cases
+    ]  # fmt: skip
+    for row in rows:
+        row["mfu"] = row["tflops"] / args.peak_tflops if args.peak_tflops else None
+        row["ratio_to_plain"] = row["seconds"] / rows[0]["seconds"]
+    _print_table(args, batch, rows)
+    if args.json:
+        settings = {k: v for k, v in vars(args).items() if k != "cases"}
+        Path(args.json).write_text(
+            json.dumps({"settings": {**settings, "batch": batch}, "rows": rows}, indent=1)
+        )
+    if not args.no_params:
+        _print_params(args.preset, num_classes, num_seg)
+    return rows
+
+
+def _print_table(args: argparse.Namespace, batch: int, rows: list[dict]) -> None:
+    threads = f", {torch.get_num_threads()} threads" if args.device == "cpu" else ""
+    print(
+        f"fwd+bwd, preset {args.preset}, input {batch}x3x{args.frames}x{args.size}x{args.size}, "
+        f"{args.device} {args.dtype}, compile {'on' if args.compile else 'off'}, "
+        f"median of {args.repeats} interleaved repeats{threads}"
     )
     print(
-        f"fwd+bwd, preset {args.preset}, input {args.batch}x3x{args.frames}x{args.size}x{args.size}, "
-        f"median of {args.repeats} interleaved repeats, {torch.get_num_threads()} threads"
+        f"  {'case':<46} {'ms/step':>9} {'clips/s':>8} {'GFLOP/step':>10} {'TFLOP/s':>8} {'MFU':>6} "
+        f"{'ratio':>6}"
     )
-    base = medians["plain"]
-    for name, seconds in medians.items():
-        print(f"  {name:<46} {seconds * 1000:8.1f} ms   ratio to plain {seconds / base:5.3f}")
+    for r in rows:
+        mfu = f"{100 * r['mfu']:5.1f}%" if r["mfu"] is not None else "     -"
+        ms, gflop, ratio = 1000 * r["seconds"], 1000 * r["tflop"], r["ratio_to_plain"]
+        print(f"  {r['name']:<46} {ms:9.1f} {r['clips_per_s']:8.2f} {gflop:10.1f} {r['tflops']:8.3f} "
+              f"{mfu:>6} {ratio:6.3f}")  # fmt: skip
+    explicit = next((r for r in rows if "explicit" in r["name"]), None)
+    if explicit:
+        print(f"explicit / fused attention time (plain backbone): {explicit['ratio_to_plain']:.3f}")
+    if args.peak_tflops:
+        print(f"MFU against a peak of {args.peak_tflops:g} TFLOP/s (--peak-tflops)")
+
+
+def _print_params(preset: str, num_classes: int, num_seg: int) -> None:
     print("\nparameters")
     print(f"  {'model':<46} {'total':>12} {'trainable':>12}")
-    for name, total, trainable in param_table(args.preset, num_classes, num_seg):
+    for name, total, trainable in param_table(preset, num_classes, num_seg):
         print(f"  {name:<46} {total:>12,} {f'{trainable:,}' if trainable else '':>12}")
 
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from .tasks import DENSE_TASKS, SYNTHETIC_TASKS
+from .tasks import DENSE_TASKS, DOWNSTREAM_TASKS, NUM_AVA_CLASSES, SYNTHETIC_TASKS
 
 MODES: tuple[str, ...] = ("pvit", "mt", "vpt", "plain")
+ATTENTION: tuple[str, ...] = ("fused", "explicit")
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,8 @@ class PViTConfig:
     kv_stride: int = 8  # spatial k/v pool stride in stage 1, divided by each q-pool (MViTv2 adaptive kv)
     drop_path: float = 0.2  # stochastic depth of the last block, linear from 0 over blocks
     head_dropout: float = 0.5  # dropout before the action classifier (torchvision's head[0])
+    attention: str = "fused"  # one of ATTENTION: fused = SDPA, the rel-pos bias passed as its mask;
+    #                           explicit = torchvision's matmul, add, softmax, matmul; same weights
     num_classes: int = 400  # action classes of the real (downstream) task
 
     # --- prompts and task heads ---
@@ -42,9 +45,16 @@ class PViTConfig:
     dense_hidden: int = 256  # hidden width of the per-pixel MLP of a dense head
     dense_dropout: float = 0.1  # dropout on the upsampled taps
 
+    # --- downstream heads besides action (any mode) ---
+    downstream: tuple[str, ...] = ()  # subset of DOWNSTREAM_TASKS: oscc (Ego4D), pnr (Ego4D), ava (AVA)
+    num_ava_classes: int = NUM_AVA_CLASSES  # AVA action classes (the 60 evaluated ones)
+    ava_roi_size: int = 7  # RoIAlign output side on the last stage (SlowFast DETECTION.ROI_XFORM_RESOLUTION)
+
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"mode {self.mode!r} not in {MODES}")
+        if self.attention not in ATTENTION:
+            raise ValueError(f"attention {self.attention!r} not in {ATTENTION}")
         unknown = set(self.tasks) - set(SYNTHETIC_TASKS)
         if unknown:
             raise ValueError(f"unknown tasks {sorted(unknown)}; synthetic tasks are {SYNTHETIC_TASKS}")
@@ -56,6 +66,11 @@ class PViTConfig:
             raise ValueError("dense heads need at least three stages")
         if self.label_stride < 1 or self.num_classes < 1:
             raise ValueError("label_stride and num_classes must be >= 1")
+        unknown_downstream = sorted(set(self.downstream) - set(DOWNSTREAM_TASKS))
+        if unknown_downstream:
+            raise ValueError(f"unknown downstream heads {unknown_downstream}; choose from {DOWNSTREAM_TASKS}")
+        if self.num_ava_classes < 1 or self.ava_roi_size < 1:
+            raise ValueError("num_ava_classes and ava_roi_size must be >= 1")
 
     def check_heads(self) -> None:
         """Checks the label-space sizes; run when a model is built (presets leave them unset)."""
@@ -118,4 +133,4 @@ def get_config(preset: str = "tiny", **overrides: object) -> PViTConfig:
     return replace(PRESETS[preset], **overrides)
 
 
-__all__ = ["MODES", "PRESETS", "PViTConfig", "get_config"]
+__all__ = ["ATTENTION", "MODES", "PRESETS", "PViTConfig", "get_config"]

@@ -1,14 +1,20 @@
-"""Task heads (DESIGN §5): an FC on the task token for pose3d and boxes; tap-fusing dense heads.
+"""Task heads (DESIGN §5): an FC on the task token for pose3d and boxes; tap-fusing dense heads; and the
+downstream heads besides action (Ego4D OSCC and PNR, AVA detection), which read the encoder's CLS and
+last-stage patch tokens in every mode.
 
-Every head maps ``(task token, Features, output size)`` to its prediction so ``PViT`` can keep them in one
-``nn.ModuleDict`` keyed by task name.
+Every synthetic head maps ``(task token, Features, output size)`` to its prediction so ``PViT`` can keep them
+in one ``nn.ModuleDict`` keyed by task name; the downstream heads take ``Features`` (plus the frame count
+for PNR and the person boxes for AVA) and live in ``PViT.downstream``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torchvision.ops import box_iou, roi_align
 
 from .backbone import Features, resize_grid
 
@@ -117,3 +123,119 @@ class DenseHead(nn.Module):
         if self.task == "normal":
             return F.normalize(x.permute(0, 2, 3, 4, 1), dim=-1, eps=1e-6)  # (B, T, h, w, 3) unit vectors
         return x  # segm logits (B, K, T, h, w), class dim 1 as F.cross_entropy expects
+
+
+# --- downstream heads besides action: Ego4D OSCC/PNR, AVA detection (DESIGN §5) -------------------------
+
+
+def _linear(dim_in: int, dim_out: int) -> nn.Linear:
+    """A classifier layer initialised like torchvision's MViT head (trunc-normal 0.02, zero bias)."""
+    layer = nn.Linear(dim_in, dim_out)
+    nn.init.trunc_normal_(layer.weight, std=0.02)
+    nn.init.zeros_(layer.bias)
+    return layer
+
+
+def patch_grid(feats: Features) -> torch.Tensor:
+    """The last stage's normalised patch tokens as a ``(B, C, T', H', W')`` feature map."""
+    b, _, c = feats.patches.shape
+    return feats.patches.transpose(1, 2).reshape(b, c, *feats.thw)
+
+
+class OsccHead(nn.Module):
+    """Ego4D object state change classification: dropout and a 2-way linear layer on the CLS output."""
+
+    def __init__(self, dim: int, dropout: float) -> None:
+        super().__init__()
+        self.dropout, self.fc = nn.Dropout(dropout), _linear(dim, 2)
+
+    def forward(self, feats: Features) -> dict[str, torch.Tensor]:
+        return {"oscc": self.fc(self.dropout(feats.cls))}
+
+
+class PnrHead(nn.Module):
+    """Ego4D PNR keyframe localisation: one logit per sampled frame, ``(B, T)``, softmax-ed over time.
+
+    As the Ego4D i3d baseline's ``ResNetKeyframeLocalizationHead`` (``models/head_helper.py``) does, the last
+    stage is pooled over space only and a linear layer scores every temporal position. MViT's patch
+    embedding halves time, so each token time step gives ``t_stride`` logits, one per frame it covers.
+    """
+
+    def __init__(self, dim: int, t_stride: int, dropout: float) -> None:
+        super().__init__()
+        self.dropout, self.fc = nn.Dropout(dropout), _linear(dim, t_stride)
+
+    def forward(self, feats: Features, frames: int) -> dict[str, torch.Tensor]:
+        x = self.dropout(patch_grid(feats).mean(dim=(3, 4)).transpose(1, 2))  # (B, T', C)
+        logits = self.fc(x).flatten(1)  # (B, T' * t_stride), frame order
+        if logits.shape[1] != frames:  # an odd clip length: resample the logits onto the T frames
+            logits = F.interpolate(logits[:, None], size=frames, mode="linear", align_corners=False)[:, 0]
+        return {"pnr": logits}
+
+
+class AvaHead(nn.Module):
+    """AVA action detection after SlowFast's ``ResNetRoIHead`` (paper §C.5), on the last MViT stage.
+
+    Temporal average pool, ``torchvision.ops.roi_align`` of each person box (the keyframe box, replicated
+    along time by the pooling), spatial max pool, dropout, linear to the classes. Returns logits
+    ``(B, P, num_classes)``; scores are their sigmoid. ``boxes`` are ``(B, P, 4)`` xyxy normalised to the
+    full input frame, NaN rows padding (their logits are 0 and carry no gradient).
+    """
+
+    def __init__(self, dim: int, num_classes: int, roi_size: int, dropout: float) -> None:
+        super().__init__()
+        self.roi_size, self.num_classes = roi_size, num_classes
+        self.dropout, self.fc = nn.Dropout(dropout), _linear(dim, num_classes)
+
+    def forward(self, feats: Features, boxes: torch.Tensor) -> dict[str, torch.Tensor]:
+        # fp32 even under autocast: box coordinates in bf16 would be off by up to a pixel of the input.
+        grid = patch_grid(feats).float().mean(dim=2)  # (B, C, H', W'): temporal average pool
+        b, p = boxes.shape[:2]
+        valid = torch.isfinite(boxes).all(-1)
+        where = valid.nonzero()
+        h, w = grid.shape[2:]
+        # Normalised boxes straight to feature-map coordinates (pixel i spans [i, i+1], hence aligned=True):
+        # the same sampling as SlowFast's pixel boxes with spatial_scale 1/32, and right for any H', W'.
+        scale = torch.tensor([w, h, w, h], dtype=grid.dtype, device=grid.device)
+        rois = torch.cat((where[:, :1].to(grid.dtype), boxes[valid].to(grid.dtype) * scale), dim=1)
+        pooled = roi_align(grid, rois, self.roi_size, spatial_scale=1.0, sampling_ratio=0, aligned=True)
+        logits = self.fc(self.dropout(pooled.amax(dim=(2, 3))))  # (K, classes)
+        out = logits.new_zeros(b, p, self.num_classes)
+        out[valid] = logits
+        return {"ava": out}
+
+
+def pad_per_clip(rows: Sequence[torch.Tensor], fill: float) -> torch.Tensor:
+    """Stack per-clip ``(P_i, ...)`` tensors into ``(B, max P_i, ...)``, padding rows with ``fill``.
+
+    The model takes AVA boxes padded with NaN (``fill=nan``) and the loss takes labels padded with -1.
+    """
+    if not rows:
+        raise ValueError("pad_per_clip needs at least one clip")
+    most = max(r.shape[0] for r in rows)
+    out = rows[0].new_full((len(rows), most, *rows[0].shape[1:]), fill)
+    for i, r in enumerate(rows):
+        out[i, : r.shape[0]] = r
+    return out
+
+
+def ava_training_boxes(
+    gt_boxes: torch.Tensor,
+    gt_labels: torch.Tensor,
+    proposals: torch.Tensor | None,
+    iou_threshold: float = 0.9,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One training clip's persons: the ground truth plus every proposal overlapping one by IoU > threshold.
+
+    A kept proposal takes the labels of the ground-truth box it overlaps most (the paper's §C.5 and
+    SlowFast's ``iou90`` training box lists). ``gt_boxes`` ``(G, 4)`` and ``proposals`` ``(N, 4+)`` are
+    xyxy in one coordinate frame (extra proposal columns, e.g. a score, are ignored); ``gt_labels`` is
+    ``(G, classes)``. Returns ``(boxes, labels)``, ground truth first.
+    """
+    if proposals is None or proposals.numel() == 0 or gt_boxes.numel() == 0:
+        return gt_boxes, gt_labels
+    iou = box_iou(proposals[:, :4].float(), gt_boxes.float())  # (N, G)
+    best, match = iou.max(dim=1)
+    keep = best > iou_threshold
+    boxes = torch.cat((gt_boxes, proposals[keep, :4].to(gt_boxes.dtype)))
+    return boxes, torch.cat((gt_labels, gt_labels[match[keep]]))

@@ -25,6 +25,10 @@ DEFAULT_LOSS_WEIGHTS: dict[str, float] = {
     "segm": 0.1,
     "pose3d": 3.0,
     "boxes": 0.1,
+    # Downstream heads: Ego4D's baseline sums its two losses unweighted; SlowFast's AVA loss has weight 1.
+    "oscc": 1.0,
+    "pnr": 1.0,
+    "ava": 1.0,
 }
 
 
@@ -77,6 +81,29 @@ def action_loss(
     clean = torch.where(valid, target, torch.zeros_like(target)).long()
     ce = F.cross_entropy(logits, clean, reduction="none", label_smoothing=label_smoothing)
     return _masked_mean(ce, valid)
+
+
+def pnr_loss(logits: torch.Tensor, target: torch.Tensor, sample_mask: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy over the frames, ``logits`` ``[B, T]`` against the one-hot ``target`` ``[B, T]``.
+
+    Only samples with a state change count: a negative clip's target is all zeros (``pnr.npy``).
+    """
+    clean = torch.where(torch.isfinite(target), target, torch.zeros_like(target))
+    valid = sample_mask & (clean.sum(-1) > 0)
+    ce = F.cross_entropy(logits.float(), clean.argmax(-1), reduction="none")
+    return _masked_mean(ce, valid)
+
+
+def ava_loss(logits: torch.Tensor, target: torch.Tensor, sample_mask: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy per person and class (SlowFast's AVA loss), mean over the real persons' entries.
+
+    ``logits`` and ``target`` are ``[B, P, C]``; a target row with a negative entry is padding (the collate
+    pads with -1), and so are all rows of a sample whose ``ava`` bit is unset.
+    """
+    valid = (target >= 0).all(-1, keepdim=True) & _sample_mask(sample_mask, target)
+    clean = torch.where(valid, target.float(), torch.zeros_like(target, dtype=torch.float32))
+    bce = F.binary_cross_entropy_with_logits(logits.float(), clean, reduction="none")
+    return _masked_mean(bce, valid.expand_as(bce))
 
 
 def box_losses(
@@ -227,6 +254,12 @@ class MultiTaskLoss(nn.Module):
             pred, target = pred.float(), target.float()
         if task == "action":
             return action_loss(pred, target, sample_mask, self.action_label_smoothing)
+        if task == "oscc":
+            return action_loss(pred, target, sample_mask)  # 2-way CE, label -1 = missing
+        if task == "pnr":
+            return pnr_loss(pred, target, sample_mask)
+        if task == "ava":
+            return ava_loss(pred, target, sample_mask)
         if task == "depth":
             return depth_loss(pred, target, sample_mask, self.max_depth)
         if task == "normal":

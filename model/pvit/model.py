@@ -10,7 +10,7 @@ import torch.nn as nn
 
 from .backbone import Features, PromptMViT, spatial_stride_until
 from .config import PViTConfig, get_config
-from .heads import BoxHead, DenseHead, PoseHead
+from .heads import AvaHead, BoxHead, DenseHead, OsccHead, PnrHead, PoseHead
 from .tasks import DENSE_TASKS, SYNTHETIC_TASKS
 
 
@@ -28,6 +28,12 @@ class PViT(nn.Module):
     ``action`` ``(B, num_classes)``, ``depth`` ``(B, T, h, w)``, ``normal`` ``(B, T, h, w, 3)``,
     ``segm`` ``(B, num_seg_classes, T, h, w)``, ``pose3d`` ``(B, T, J, 3)``, ``boxes`` ``(B, T, O, 4)`` and
     ``boxes_cls`` ``(B, T, O, num_box_classes + 1)``, with ``h, w = H, W // label_stride``.
+
+    Downstream heads (``cfg.downstream``, any mode, trainable in ``vpt`` too) add ``oscc`` ``(B, 2)``
+    logits (CLS), ``pnr`` ``(B, T)`` per-frame keyframe logits and ``ava`` ``(B, P, num_ava_classes)``
+    logits (sigmoid = scores) for ``forward(video, boxes)``'s person boxes ``(B, P, 4)``, xyxy normalised
+    to the full input frame, NaN rows padding (``heads.pad_per_clip``). Without ``boxes``, ``ava`` is
+    ``(B, 0, classes)``, which keeps the head in the autograd graph for DDP.
     """
 
     def __init__(self, cfg: PViTConfig) -> None:
@@ -37,6 +43,7 @@ class PViT(nn.Module):
         self.backbone = PromptMViT(cfg, cfg.num_prompts)
         self.taps = cfg.taps if any(t in DENSE_TASKS for t in cfg.head_tasks) else ()
         self.heads = nn.ModuleDict({task: self._make_head(task) for task in cfg.head_tasks})
+        self.downstream = nn.ModuleDict({task: self._make_downstream(task) for task in cfg.downstream})
         if cfg.mode == "vpt":
             for name, p in self.backbone.named_parameters():
                 p.requires_grad_(name == "prompt_tokens" or name.startswith("head."))
@@ -59,6 +66,15 @@ class PViT(nn.Module):
             hidden=cfg.dense_hidden,
             dropout=cfg.dense_dropout,
         )
+
+    def _make_downstream(self, task: str) -> nn.Module:
+        cfg, dim = self.cfg, self.backbone.block_channels[-1]
+        if task == "oscc":
+            return OsccHead(dim, cfg.head_dropout)
+        if task == "pnr":
+            t_stride = spatial_stride_until(cfg, cfg.num_blocks - 1)[0]
+            return PnrHead(dim, t_stride, cfg.head_dropout)
+        return AvaHead(dim, cfg.num_ava_classes, cfg.ava_roi_size, cfg.head_dropout)
 
     def train(self, mode: bool = True) -> PViT:
         super().train(mode)
@@ -86,14 +102,31 @@ class PViT(nn.Module):
         t, h, w = video.shape[2:]
         return t, h // self.cfg.label_stride, w // self.cfg.label_stride
 
-    def forward_head(self, feats: PViTFeatures, label_size: tuple[int, int, int]) -> dict[str, torch.Tensor]:
+    def forward_head(
+        self,
+        feats: PViTFeatures,
+        label_size: tuple[int, int, int],
+        boxes: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
         preds = {"action": self.backbone.head(feats.cls)}
         for task, head in self.heads.items():
             preds.update(head(feats.task_tokens[task], feats, label_size))
+        for task, head in self.downstream.items():
+            if task == "oscc":
+                preds.update(head(feats))
+            elif task == "pnr":
+                preds.update(head(feats, label_size[0]))
+            else:
+                if boxes is None:
+                    boxes = feats.cls.new_zeros(feats.cls.shape[0], 0, 4)
+                preds.update(head(feats, boxes))
         return preds
 
-    def forward(self, video: torch.Tensor) -> dict[str, torch.Tensor]:
-        return self.forward_head(self.forward_features(video), self.label_size(video))
+    def forward(self, video: torch.Tensor, boxes: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Predictions keyed by task; ``boxes`` ``(B, P, 4)`` (NaN rows padding) feed the AVA head."""
+        if boxes is not None and (boxes.dim() != 3 or boxes.shape[::2] != (video.shape[0], 4)):
+            raise ValueError(f"boxes must be (B, P, 4) for B = {video.shape[0]}, got {tuple(boxes.shape)}")
+        return self.forward_head(self.forward_features(video), self.label_size(video), boxes)
 
     def no_weight_decay(self) -> set[str]:
         """Parameter names to exempt from weight decay: prompts, CLS and relative positions (timm's hook)."""

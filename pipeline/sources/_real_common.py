@@ -1,11 +1,21 @@
 """Shared plumbing of the real-video adapters: finding annotation files, temporal sampling, views.
 
-The temporal rule is PySlowFast's `get_seq_frames` (SSv2): split `[0, L-1]` into `T` segments of
-length `(L-1)/T` with rounded ends `s, e`, and take one frame per segment. Evaluation takes the
-middle `(s+e)//2`; with `K` temporal views, view `k` takes the point `(2k+1)/(2K)` of the way
-through every segment (so `K=1` is exactly SlowFast's middle). A clip shorter than `T` frames is
-not stretched: it takes every frame and the decoder pads by repeating the last one, which
-`meta.json` records as `padded_frames`.
+Two temporal rules, PySlowFast's, chosen per dataset (`Source.sampling`):
+
+- `segment` (PySlowFast's `get_seq_frames`, SSv2): split `[0, L-1]` into `T` segments of length
+  `(L-1)/T` with rounded ends `s, e`, one frame per segment. Training takes a uniformly random frame
+  in each segment; evaluation takes the middle `(s+e)//2`, and with `K` temporal views view `k`
+  takes the point `(2k+1)/(2K)` of the way through every segment (`K=1` is exactly SlowFast's
+  middle). A clip shorter than `T` frames is not stretched: it takes every frame and the decoder
+  pads by repeating the last one, which `meta.json` records as `padded_frames`.
+- `stride` (PySlowFast's `get_start_end_idx` + `temporal_sampling`, Kinetics-style): a window of
+  `T x R` frames (`--sampling-rate R`), `T` frames spread over it by `linspace` and truncated,
+  clamped to the video. Training starts the window uniformly at random in `[0, max(L - T*R, 0)]`;
+  evaluation view `k` of `K` starts at `delta * k / (K - 1)` (`delta / 2` for one view), the
+  `use_offset` variant, so a single test view is the centred window.
+
+Training views draw from `base.sampling_rng` (seeded by `--seed`, video and view), so
+`--train-views K` stores K independent train-mode samplings and a rebuild picks the same frames.
 """
 
 from __future__ import annotations
@@ -20,7 +30,17 @@ from typing import Any
 import numpy as np
 
 from pipeline.config import BuildConfig
-from pipeline.sources.base import Item, Quarantine, Sample, SourceError, file_fingerprint, value_fingerprint
+from pipeline.sources.base import (
+    Item,
+    Option,
+    Quarantine,
+    Sample,
+    SourceError,
+    file_fingerprint,
+    leaves_root,
+    sampling_rng,
+    value_fingerprint,
+)
 from pipeline.video import Clip, VideoError, sample_clip
 
 
@@ -80,6 +100,27 @@ def segment_indices(
     return out
 
 
+def stride_indices(
+    length: int,
+    frames: int,
+    rate: int,
+    view: int = 0,
+    num_views: int = 1,
+    rng: np.random.Generator | None = None,
+) -> list[int]:
+    """`frames` indices of a `frames x rate` window of a `length`-frame video (the `stride` rule)."""
+    span = frames * rate
+    delta = max(length - span, 0)
+    if rng is not None:
+        start = rng.uniform(0, delta)
+    elif num_views == 1:
+        start = delta / 2
+    else:
+        start = delta * view / (num_views - 1)
+    positions = np.linspace(start, start + span - 1, frames)
+    return [int(i) for i in np.clip(positions, 0, max(length - 1, 0)).astype(np.int64)]
+
+
 def int_option(config: BuildConfig, name: str, default: int, minimum: int = 1) -> int:
     """An integer `--option name=value`; `SourceError` when it is not an integer >= minimum."""
     raw = config.option(name, str(default))
@@ -118,8 +159,17 @@ class VideoEntry:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def confine(root: Path, entries: Iterable[VideoEntry]) -> Iterator[VideoEntry]:
+    """Quarantine every entry whose annotation-named video lies outside `root`: it is never read."""
+    for entry in entries:
+        if leaves_root(root, entry.path):
+            entry.error = f"video path {entry.path} leaves --root {root}"
+        yield entry
+
+
 def view_items(entries: Iterable[VideoEntry], split: str, num_views: int) -> Iterator[Item]:
-    """One item per (entry, temporal view). Evaluation ids carry `_v<k>`; training ids are bare."""
+    """One item per (entry, temporal view). Evaluation ids carry `_v<k>`; training ids are bare
+    (the engine makes `--train-views` of them)."""
     for entry in entries:
         views = range(num_views) if num_views > 1 or split != "train" else [0]
         for view in views:
@@ -136,40 +186,55 @@ def view_items(entries: Iterable[VideoEntry], split: str, num_views: int) -> Ite
                 view,
                 num_views,
             )
-            yield Item(id=item_id, split=split, fingerprint=fingerprint, payload=payload)
+            yield Item(
+                id=item_id,
+                split=split,
+                fingerprint=fingerprint,
+                payload=payload,
+                view=view,
+                view_group=entry.video_id,
+            )
 
 
-def decode_entry(item: Item, config: BuildConfig, random_train: bool = False) -> tuple[Clip, VideoEntry]:
-    """Cut the item's clip: `config.frames` frames over the entry's frame range, at `config.size`."""
+def clip_indices(
+    item: Item, config: BuildConfig, length: int, sampling: str, default_rate: int = 4
+) -> list[int]:
+    """The item's frames among `length` by `sampling` (`segment` or `stride`, see the module doc)."""
+    rng = sampling_rng(config, item)
+    view, views = item.payload["view"], item.payload["num_views"]
+    if sampling == "stride":
+        return stride_indices(length, config.frames, config.sampling_rate or default_rate, view, views, rng)
+    return segment_indices(length, config.frames, view, views, rng)
+
+
+def decode_entry(item: Item, config: BuildConfig, sampling: str = "segment") -> tuple[Clip, VideoEntry]:
+    """Cut the item's clip: `config.frames` frames over the entry's frame range, framed by `config`."""
     entry: VideoEntry = item.payload["entry"]
     if entry.error:
         raise Quarantine(entry.error)
     if not entry.path.is_file():
         raise Quarantine(f"video missing: {entry.path}")
-    seed = stable_seed(config.seed, item.id) if random_train and item.split == "train" else None
 
     def pick(decoded: int) -> list[int]:
-        # A fresh generator per call: `sample_clip` may ask twice (container count, then decoder
-        # count), and the answer for a given count must not depend on an earlier call.
-        rng = None if seed is None else np.random.default_rng(seed)
+        # `sample_clip` may ask twice (container count, then decoder count); `clip_indices` draws
+        # from a fresh generator each time, so the answer for a given count never depends on an
+        # earlier call.
         last = decoded - 1 if entry.end is None else min(entry.end, decoded - 1)
         if entry.start > last:
             raise Quarantine(f"start frame {entry.start} is past the video's last frame {decoded - 1}")
-        length = last - entry.start + 1
-        chosen = segment_indices(length, config.frames, item.payload["view"], item.payload["num_views"], rng)
+        chosen = clip_indices(item, config, last - entry.start + 1, sampling)
         return [entry.start + i for i in chosen]
 
     try:
-        clip = sample_clip(entry.path, config.size, pick)
+        clip = sample_clip(entry.path, config.size, pick, crop=config.crop, max_aspect=config.max_aspect)
     except VideoError as error:
         raise Quarantine(str(error)) from None
     return clip, entry
 
 
-def decode_classification_clip(item: Item, config: BuildConfig) -> tuple[Clip, VideoEntry]:
-    """`decode_entry` with the classification sources' `--option train_sampling=centre|random`."""
-    sampling = choice_option(config, "train_sampling", "centre", ("centre", "random"))
-    return decode_entry(item, config, random_train=sampling == "random")
+def decode_classification_clip(item: Item, config: BuildConfig, sampling: str = "segment"):
+    """`decode_entry` for the classification sources (kept as their one entry point)."""
+    return decode_entry(item, config, sampling)
 
 
 def clip_sample(item: Item, clip: Clip, entry: VideoEntry) -> Sample:
@@ -191,3 +256,11 @@ def clip_sample(item: Item, clip: Clip, entry: VideoEntry) -> Sample:
         orig_hw=clip.orig_hw,
         extra=extra,
     )
+
+
+# --- options the classification adapters declare (pipeline.sources.base.Option) ----------------
+
+
+def views_option(default: int) -> Option:
+    """`views=K`: temporal views per evaluation video (training takes one)."""
+    return Option("views", "int", default, "temporal views per val/test video", minimum=1)

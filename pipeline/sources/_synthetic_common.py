@@ -1,43 +1,55 @@
 """Helpers shared by the synthetic-dataset adapters (hypersim, surreact, phav, kist-synadl, ehoi).
 
 Frame sampling, joint-set bridges into the Kinect V2 order of `pose3d.npy`, and decoding chosen
-frames of a video file. Everything here raises `Quarantine` for a bad raw input, never a bare
-exception, so an adapter can call it without wrapping.
+frames of a video file through the engine's one ffmpeg path (`pipeline.video`). Everything here
+raises `Quarantine` for a bad raw input, never a bare exception, so an adapter can call it
+without wrapping.
 """
 
 from __future__ import annotations
 
-import re
-import subprocess
 from pathlib import Path
 
-import ffmpeg
 import numpy as np
 
 from pipeline.config import BuildConfig
 from pipeline.schema import KINECT_JOINTS, NUM_JOINTS
-from pipeline.sources.base import Quarantine
-from pipeline.video import VideoError, ffmpeg_exe, probe
+from pipeline.sources.base import Item, Option, Quarantine, sampling_rng
+from pipeline.video import Clip, VideoError, sample_stored
+
+FRAME_STRIDE = Option(
+    "frame_stride",
+    "int",
+    0,
+    "0: frames spread over the whole clip; S: a centred window, S frames apart",
+    minimum=0,
+)
 
 
-def sample_frames(available: int, config: BuildConfig) -> tuple[list[int], int]:
+def sample_frames(available: int, config: BuildConfig, item: Item | None = None) -> tuple[list[int], int]:
     """Choose `config.frames` positions in `0..available-1`; return them and how many are padding.
 
-    By default the clip spans the whole trajectory/video: the centre of each of `frames` equal
-    segments (deterministic, so a rebuild picks the same frames). With `--option frame_stride=S`
-    a centred window of consecutive frames `S` apart is taken instead (what a video model that
-    expects a fixed frame rate wants). Too short a source is padded by repeating its last frame.
+    By default the clip spans the whole trajectory/video, one frame in each of `frames` equal
+    segments: its centre for evaluation, a uniformly random one for a training `item` (PySlowFast's
+    train mode; `--train-views K` stores K such draws, seeded by `base.sampling_rng`, so a rebuild
+    picks the same frames). With `--option frame_stride=S` a window of consecutive frames `S` apart
+    is taken instead (what a video model that expects a fixed frame rate wants): centred for
+    evaluation, starting anywhere for training. Too short a source is padded by repeating its last
+    frame.
     """
     if available < 1:
         raise Quarantine("no frames to sample from")
     frames = config.frames
+    rng = sampling_rng(config, item) if item is not None else None
     stride = int(config.option("frame_stride", "0") or 0)
     if stride > 0:
         span = (frames - 1) * stride + 1
-        start = max(0, (available - span) // 2)
+        spare = max(0, available - span)
+        start = int(rng.integers(0, spare + 1)) if rng is not None else spare // 2
         chosen = [i for i in range(start, start + span, stride) if i < available]
     elif available >= frames:
-        chosen = [int((k + 0.5) * available / frames) for k in range(frames)]
+        offsets = rng.uniform(0.0, 1.0, frames) if rng is not None else np.full(frames, 0.5)
+        chosen = [int((k + offsets[k]) * available / frames) for k in range(frames)]
     else:
         chosen = list(range(available))
     padded = frames - len(chosen)
@@ -52,16 +64,18 @@ SMPL_JOINTS: tuple[str, ...] = (
     "r_elbow", "l_wrist", "r_wrist", "l_hand", "r_hand",
 )  # fmt: skip
 
-# Kinect joint -> SMPL joint, anatomical left to anatomical left. spine_mid <- spine1 follows the
-# official SURREACT kinect2smpl table; the hand tips and thumbs have no SMPL counterpart.
+# Kinect joint -> SMPL joint, anatomical left to anatomical left, as SURREACT's own kinect2smpl
+# table pairs them (training/datasets/ntu.py): Kinect *hand* <- SMPL *wrist* and Kinect *hand tip*
+# <- SMPL *hand*, spine_mid <- spine1. Kinect's wrist and thumb have no SMPL counterpart. The
+# official table also pairs SMPL left with Kinect right, together with a z negation: that is a
+# reflection of the whole skeleton, not a relabelling, so without the negation left stays left.
 SMPL_TO_KINECT: dict[str, str | None] = {
     "spine_base": "pelvis", "spine_mid": "spine1", "neck": "neck", "head": "head",
-    "shoulder_left": "l_shoulder", "elbow_left": "l_elbow", "wrist_left": "l_wrist", "hand_left": "l_hand",
-    "shoulder_right": "r_shoulder", "elbow_right": "r_elbow", "wrist_right": "r_wrist",
-    "hand_right": "r_hand",
+    "shoulder_left": "l_shoulder", "elbow_left": "l_elbow", "wrist_left": None, "hand_left": "l_wrist",
+    "shoulder_right": "r_shoulder", "elbow_right": "r_elbow", "wrist_right": None, "hand_right": "r_wrist",
     "hip_left": "l_hip", "knee_left": "l_knee", "ankle_left": "l_ankle", "foot_left": "l_foot",
     "hip_right": "r_hip", "knee_right": "r_knee", "ankle_right": "r_ankle", "foot_right": "r_foot",
-    "spine_shoulder": "spine3", "handtip_left": None, "thumb_left": None, "handtip_right": None,
+    "spine_shoulder": "spine3", "handtip_left": "l_hand", "thumb_left": None, "handtip_right": "r_hand",
     "thumb_right": None,
 }  # fmt: skip
 
@@ -92,8 +106,8 @@ BODY25_FALLBACK: dict[str, tuple[str, ...]] = {"head": ("nose",)}
 def smpl_to_kinect(joints: np.ndarray, swap_left_right: bool = False) -> np.ndarray:
     """SMPL-24 joints `[T,24,3]` -> Kinect V2 `[T,25,3]` float32, NaN rows for joints SMPL lacks.
 
-    `swap_left_right` pairs SMPL left with Kinect right, as the official SURREACT NTU loader does
-    (it mirrors Kinect z); kept as an option because the SURREACT left/right convention is unverified.
+    `swap_left_right` pairs SMPL left with Kinect right without mirroring the points: a debugging
+    aid for a release whose labels turn out swapped (gulvarol/surreal#10), off by default.
     """
     index = {name: i for i, name in enumerate(SMPL_JOINTS)}
     out = np.full((joints.shape[0], NUM_JOINTS, 3), np.nan, dtype=np.float32)
@@ -126,57 +140,28 @@ def body25_to_kinect(joints: np.ndarray, valid: np.ndarray) -> np.ndarray:
 
 # --- video ---------------------------------------------------------------------------------------
 
-_FRAME_COUNT = re.compile(r"frame=\s*(\d+)")
 
+def decode_sampled(
+    path: Path, config: BuildConfig, counts: dict[str, int] | None = None, item: Item | None = None
+) -> tuple[Clip, int]:
+    """The `sample_frames` frames of a video at its stored size, and how many of them are padding.
 
-def count_frames(path: Path) -> int:
-    """Number of video frames in `path`, counted by demuxing (stream copy, no decode)."""
-    result = subprocess.run(
-        [ffmpeg_exe(), "-hide_banner", "-nostats", "-progress", "pipe:2", "-i", str(path),
-         "-map", "0:v:0", "-c", "copy", "-f", "null", "-"],
-        capture_output=True, text=True,
-    )  # fmt: skip
-    counts = _FRAME_COUNT.findall(result.stderr)
-    if result.returncode != 0 or not counts:
-        raise Quarantine(f"{path.name}: cannot read video ({_last_line(result.stderr)})")
-    return int(counts[-1])
-
-
-def _last_line(text: str) -> str:
-    lines = text.strip().splitlines()
-    return lines[-1] if lines else "no output"
-
-
-def decode_frames(path: Path, indices: list[int]) -> tuple[np.ndarray, float]:
-    """The frames of `path` at `indices` (repeats allowed), uint8 `[len(indices),H,W,3]`, and its fps.
-
-    Only the chosen frames leave ffmpeg (a `select` filter), so a long 640x360 video costs the
-    decode, not gigabytes of RGB in memory.
+    Decoded by the engine's one ffmpeg path (`pipeline.video.sample_stored`): frame n is the n-th
+    decoded frame of a checked frame count. `counts` are the frame counts of the labels that go
+    with the video; the clip is quarantined when the video's count differs from any of them.
     """
+
+    def pick(available: int) -> list[int]:
+        if counts and any(count != available for count in counts.values()):
+            listed = ", ".join(f"{name} {count}" for name, count in {"video": available, **counts}.items())
+            raise Quarantine(f"frame counts disagree: {listed}")
+        return sample_frames(available, config, item)[0]
+
     try:
-        info = probe(path)
+        clip = sample_stored(path, pick)
     except VideoError as error:
         raise Quarantine(str(error)) from None
-    wanted = sorted(set(indices))
-    expression = "+".join(f"eq(n,{i})" for i in wanted)  # ffmpeg-python escapes the commas
-    try:
-        out, _ = (
-            ffmpeg.input(str(path))
-            .filter("select", expression)
-            .output("pipe:", format="rawvideo", pix_fmt="rgb24", fps_mode="passthrough")
-            .run(cmd=ffmpeg_exe(), capture_stdout=True, capture_stderr=True)
-        )
-    except ffmpeg.Error as error:
-        detail = _last_line(error.stderr.decode(errors="replace"))
-        raise Quarantine(f"{path.name}: cannot decode ({detail})") from None
-    frames = np.frombuffer(out, dtype=np.uint8)
-    frame_bytes = info.height * info.width * 3
-    if frames.size != frame_bytes * len(wanted):
-        got = frames.size // frame_bytes
-        raise Quarantine(f"{path.name}: decoded {got} of the {len(wanted)} frames asked for (too short)")
-    frames = frames.reshape(len(wanted), info.height, info.width, 3)
-    position = {frame: k for k, frame in enumerate(wanted)}
-    return frames[[position[i] for i in indices]], info.fps
+    return clip, sample_frames(clip.decoded, config, item)[1]
 
 
 def require_files(*paths: Path) -> None:

@@ -12,9 +12,16 @@ Either way keyframe second `sec` is frame index `(sec - 900) * 30` (file `<vid>_
 and the clip is `frames` indices `range(centre - frames*rate//2, centre + frames*rate//2, rate)`,
 clamped to the video like SlowFast's `get_sequence`.
 
-Person boxes are mapped into the centre square the clip keeps (`centre_square` + `crop_boxes`, the
-engine's maths), since `ava_boxes.npy` is not touched by the engine; persons wholly outside it are
-dropped and counted in `meta.json` `persons_cropped_out`.
+The clip is a fixed-stride window centred on the keyframe, `--frames` x `--sampling-rate` (default 4,
+the MViTv2 AVA recipe's 16x4), as SlowFast's AVA loader takes it for training and testing alike:
+there is no temporal jitter in that protocol, so `--train-views` changes nothing here.
+
+With `--crop none` (the default) the stored frame is the whole frame and the person boxes are kept
+exactly as the CSV has them, so frame-mAP is computed against the original ground truth. A frame
+wider than `--max-aspect`, or `--crop centre`, keeps only part of it: the boxes are then mapped into
+the kept window with the engine's maths (`pipeline.geometry`), persons wholly outside it are
+dropped and counted in `meta.json` `persons_cropped_out`, and `meta.json` `crop_box` says where the
+window lies, so predictions can be mapped back to the full frame.
 """
 
 from __future__ import annotations
@@ -29,16 +36,18 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from pipeline.geometry import centre_square, crop_and_resize_frames, crop_boxes
+from pipeline.geometry import crop_boxes, frame_geometry
 from pipeline.schema import NUM_AVA_CLASSES
-from pipeline.sources._real_common import choice_option, find_dir, find_file, int_option, need_root
+from pipeline.sources._real_common import choice_option, find_dir, find_file, need_root
 from pipeline.sources.base import (
     Item,
+    Option,
     Quarantine,
     Sample,
     Source,
     SourceError,
     file_fingerprint,
+    leaves_root,
     value_fingerprint,
 )
 from pipeline.video import VideoError, decode_window
@@ -52,6 +61,7 @@ LABEL_MAPS = (
     "ava_action_list_v2.1_for_activitynet_2018.pbtxt.txt",
 )
 VALID_SECONDS = range(902, 1799)  # AVA_VALID_FRAMES: keyframes 902..1798 inclusive
+DEFAULT_RATE = 4  # --sampling-rate default: MViTv2-S 16x4 on AVA
 FPS = 30  # the extraction rate of the official frames (ffmpeg -r 30), and of the index grid
 START = 900  # second of frame index 0
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".webm", ".avi")
@@ -151,10 +161,22 @@ def read_frame_lists(path: Path) -> dict[str, list[str]]:
 
 class AvaSource(Source):
     name = "ava"
-    version = "1"
+    temporal_jitter = False  # keyframe-centred clips, as SlowFast trains and tests
+    version = "2"
     tasks = ("ava",)
     splits = ("train", "val")
     description = "AVA v2.2: person boxes + multi-label actions (60 classes) on keyframes 902-1798"
+    options = (
+        Option(
+            "frames_from",
+            "str",
+            "auto",
+            "read extracted frames, the videos, or whichever is there",
+            ("auto", "frames", "video"),
+        ),
+        Option("proposals", "str", None, "person-detection CSV or pickle (relative to the annotations)"),
+        Option("proposal_score", "float", 0.9, "keep proposals scoring at least this", minimum=0),
+    )
 
     def _annotation(self, root: Path, names: tuple[str, ...], what: str) -> Path:
         return find_file(root, names, ANNOTATION_DIRS, what)
@@ -191,7 +213,8 @@ class AvaSource(Source):
             raise SourceError(
                 f"ava label map has {len(label_map)} classes, expected the {NUM_AVA_CLASSES}-class subset"
             )
-        excluded_path = gt.parent / f"ava_{split}_excluded_timestamps_v2.2.csv"
+        version = gt.stem.rsplit("_v", 1)[1]  # the exclusions file is released per version (2.1, 2.2)
+        excluded_path = gt.parent / f"ava_{split}_excluded_timestamps_v{version}.csv"
         excluded = read_excluded(excluded_path)
         proposals = None
         if self.config.option("proposals"):
@@ -201,7 +224,7 @@ class AvaSource(Source):
                 raise SourceError(f"ava: proposals file {path} does not exist")
             proposals = read_proposals(path, float(self.config.option("proposal_score", "0.9")))
         mode, where = self._frames_source(root, split)
-        rate = int_option(self.config, "rate", 4)
+        rate = self.config.sampling_rate or DEFAULT_RATE
         skipped = 0
         for (video, sec), slot in sorted(group_rows(gt).items()):
             if (video, sec) in excluded:
@@ -235,6 +258,8 @@ class AvaSource(Source):
                     offset,
                 )
                 raw = [payload["path"]]
+            if payload["problem"] is None and any(leaves_root(root, path) for path in raw):
+                payload["problem"] = f"video path {raw[0]} leaves --root {root}"
             fingerprint = value_fingerprint(
                 file_fingerprint(*raw),
                 sorted(payload["persons"].items()),
@@ -259,7 +284,7 @@ class AvaSource(Source):
                 raise Quarantine(f"cannot read frame {path} ({error})") from None
         video = np.stack([images[p] for p in payload["frames"]])
         padded = sum(1 for w, c in zip(payload["wanted"], payload["clamped"], strict=True) if w > c)
-        return crop_and_resize_frames(video, self.config.size), payload["clamped"], padded, video.shape[1:3]
+        return video, payload["clamped"], padded, video.shape[1:3]  # the engine frames it
 
     def _load_video(self, payload: dict) -> tuple[np.ndarray, list[int], int, tuple[int, int]]:
         if not payload["path"].is_file():
@@ -267,7 +292,13 @@ class AvaSource(Source):
         wanted = [max(i, 0) for i in payload["wanted"]]  # before the segment start: SlowFast clamps to 0
         try:
             clip = decode_window(
-                payload["path"], wanted, self.config.size, rate=FPS, start_time=payload["offset"]
+                payload["path"],
+                wanted,
+                self.config.size,
+                rate=FPS,
+                start_time=payload["offset"],
+                crop=self.config.crop,
+                max_aspect=self.config.max_aspect,
             )
         except VideoError as error:
             raise Quarantine(str(error)) from None
@@ -286,7 +317,7 @@ class AvaSource(Source):
             for action in actions:
                 if action in column:
                     labels[row, column[action]] = 1
-        window = centre_square(*orig_hw)
+        window = frame_geometry(*orig_hw, self.config).window
         cropped, kept = crop_boxes(boxes[None], np.zeros((1, len(boxes)), np.int16), window)
         keep = kept[0] >= 0
         extra = {
@@ -296,6 +327,7 @@ class AvaSource(Source):
             "keyframe_index": (payload["sec"] - START) * FPS,
             "padded_frames": padded,
             "persons_cropped_out": int((~keep).sum()),
+            "ava_action_ids": [int(i) for i in payload["label_ids"]],  # the AVA id of each label column
         }
         if payload["proposals"] is not None:
             extra["ava_proposals"] = self._crop_proposals(payload["proposals"], window)
@@ -309,7 +341,7 @@ class AvaSource(Source):
         )
 
     def _crop_proposals(self, proposals: list[list[float]], window) -> list[list[float]]:
-        """Detector boxes mapped into the kept centre square, with their scores, 4 decimals."""
+        """Detector boxes mapped into the stored frame, with their scores, 4 decimals."""
         if not proposals:
             return []
         array = np.array(proposals, np.float32)

@@ -1,19 +1,25 @@
 """What a source adapter is: it lists work items cheaply, and loads one item into a `Sample`.
 
 An adapter reads one dataset's real on-disk layout. It never resizes to the build geometry or
-writes anything: the engine does that for every source alike (`pipeline.build`). An adapter
-signals a bad raw input by raising `Quarantine(reason)`; the engine records the reason and goes
-on. A problem with the dataset as a whole (a missing annotation file, a wrong `--root`) is a
-`SourceError`, which the CLI prints as one line.
+writes anything: the engine does that for every source alike (`pipeline.build`). A bad raw input
+is deferred one way: an input found bad while listing is an `Item` with `problem` set (the engine
+quarantines it without calling `load()`); one found bad while loading raises `Quarantine(reason)`.
+A problem with the dataset as a whole (a missing annotation file, a wrong `--root`, a bad
+`--option`) is a `SourceError`, which the CLI prints as one line.
+
+Every `--option` an adapter reads is declared in its `options` (`Option`: name, type, choices,
+default, help). `Source.resolve_options` checks them before any work and normalises them (a value
+equal to the default is dropped), so the config hash covers declared options only.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -32,12 +38,25 @@ class Quarantine(Exception):
 
 @dataclass(frozen=True)
 class Item:
-    """One future sample, as listed by `Source.items()`: small, picklable, cheap to make."""
+    """One future sample, as listed by `Source.items()`: small, picklable, cheap to make.
+
+    `payload` is what `load()` needs, best a small frozen dataclass of the adapter's own. `problem`,
+    when set, is the one-line reason this input is bad, found while listing: the engine quarantines
+    the item without calling `load()`. The fingerprint must change when the problem does.
+    """
 
     id: str  # unique within the source and split
     split: str
     fingerprint: str  # changes whenever the raw inputs of this item change
-    payload: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)  # what load() needs
+    payload: Any = field(default_factory=dict, hash=False, compare=False)  # what load() needs
+    problem: str | None = field(default=None, compare=False)
+    view: int = 0  # temporal view: an evaluation view of a video, or a train view (`--train-views`)
+    view_group: str = ""  # the id every view of one video shares; "" = this item's own id
+
+    @property
+    def group(self) -> str:
+        """The id of the video this item is a view of."""
+        return self.view_group or self.id
 
 
 @dataclass
@@ -57,8 +76,48 @@ class Sample:
     label: int | None = None  # downstream class id (the `action` task)
     label_name: str | None = None
     oscc: int | None = None  # Ego4D state change (the `oscc` task)
-    orig_hw: tuple[int, int] | None = None  # source frame size when `video` was already resized
+    orig_hw: tuple[int, int] | None = None  # source frame size when `video` was already framed (decoder)
+    dense_on_label_grid: bool = False  # dense maps already sampled with `geometry.label_pixels`
     extra: dict[str, Any] = field(default_factory=dict)  # source-specific meta.json fields
+
+
+OPTION_TYPES = {"int": int, "float": float, "str": str}
+
+
+@dataclass(frozen=True)
+class Option:
+    """One `--option NAME=VALUE` an adapter reads: its type, allowed values, default and help."""
+
+    name: str
+    type: str  # "int", "float" or "str"
+    default: int | float | str | None  # None: unset unless given (e.g. an optional file path)
+    help: str  # one line, shown by `pvit-pipeline sources NAME`
+    choices: tuple[str, ...] = ()  # allowed values of a "str" option; empty = any
+    minimum: float | None = None  # smallest allowed value of a number
+
+    def parse(self, text: str) -> int | float | str:
+        """The typed value of `text`; `SourceError` (one line) when it is not allowed."""
+        try:
+            value = OPTION_TYPES[self.type](text)
+        except ValueError:
+            raise SourceError(f"--option {self.name} must be {_article(self.type)}, got {text!r}") from None
+        if isinstance(value, float) and not math.isfinite(value):
+            raise SourceError(f"--option {self.name} must be a finite number, got {text!r}")
+        if self.choices and str(value) not in self.choices:
+            raise SourceError(f"--option {self.name} must be one of {', '.join(self.choices)}, got {text!r}")
+        if self.minimum is not None and value < self.minimum:
+            raise SourceError(f"--option {self.name} must be at least {self.minimum:g}, got {text!r}")
+        return value
+
+    def describe(self) -> str:
+        """`name=<int>  (default 2)  help`, one line for the CLI listing."""
+        values = "|".join(self.choices) if self.choices else f"<{self.type}>"
+        default = "unset" if self.default is None else f"default {self.default}"
+        return f"{self.name}={values}  ({default})  {self.help}"
+
+
+def _article(type_name: str) -> str:
+    return {"int": "an integer", "float": "a number", "str": "a string"}[type_name]
 
 
 class Source(ABC):
@@ -70,10 +129,53 @@ class Source(ABC):
     splits: ClassVar[tuple[str, ...]]  # splits built when --split is not given
     description: ClassVar[str]
     needs_root: ClassVar[bool] = True
+    # Whether the dataset's training protocol samples frames at random (PySlowFast's train mode), so
+    # `--train-views K` stores K different samplings; False for keyframe-centred clips (AVA).
+    temporal_jitter: ClassVar[bool] = True
+    options: ClassVar[tuple[Option, ...]] = ()  # every --option this adapter reads
 
     def __init__(self, root: Path | None, config: BuildConfig) -> None:
         self.root = root
-        self.config = config
+        # Checked here too, so an adapter made outside `build_source` never reads an undeclared option.
+        self.config = replace(config, options=self.resolve_options(config.options))
+
+    @classmethod
+    def resolve_options(cls, pairs: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
+        """Check `--option` pairs against `options`; return them normalised, defaults dropped.
+
+        An unknown name or a bad value is a `SourceError` (one line). Values are written back in one
+        canonical form (`views=02` -> `2`) and a value equal to the default is left out, so two
+        spellings of the same build have the same config hash.
+        """
+        declared = {option.name: option for option in cls.options}
+        out = []
+        for name, text in pairs:
+            option = declared.get(name)
+            if option is None:
+                known = ", ".join(sorted(declared)) or "none"
+                raise SourceError(f"source {cls.name} has no option {name!r} (its options: {known})")
+            value = option.parse(text)
+            if option.default is None or value != option.parse(str(option.default)):
+                out.append((name, repr(value) if isinstance(value, float) else str(value)))
+        return tuple(sorted(out))
+
+    def option(self, name: str) -> Any:
+        """The typed value of declared option `name`: as given on the command line, else its default."""
+        option = next((o for o in self.options if o.name == name), None)
+        if option is None:
+            raise KeyError(f"{type(self).__name__} reads undeclared option {name!r}")  # an adapter bug
+        text = self.config.option(name)
+        if text is None:
+            return option.default
+        return option.parse(text)
+
+    @property
+    def root_dir(self) -> Path:
+        """`--root` as a Path; the one check for adapters that need it (`build.check_root` runs first)."""
+        if self.root is None or not Path(self.root).is_dir():
+            where = "pass --root DIR" if self.root is None else f"--root {self.root}: no such directory"
+            raise SourceError(f"source {self.name} reads a dataset from disk: {where}")
+        return Path(self.root)
 
     @abstractmethod
     def items(self, split: str) -> Iterator[Item]:
@@ -99,6 +201,28 @@ def file_fingerprint(*paths: Path | str) -> str:
     return digest.hexdigest()[:16]
 
 
+def leaves_root(root: Path | str, path: Path | str) -> bool:
+    """Whether `path`, its `..` collapsed, lies outside `root` (an annotation naming `../x` or `/x`).
+
+    Lexical on purpose: a symlink the user placed inside the root (videos on another disk) is theirs to
+    make; a path an annotation spells to climb out of the dataset is not read.
+    """
+    base = os.path.normpath(Path(root).absolute())
+    return os.path.commonpath([base, os.path.normpath(Path(path).absolute())]) != base
+
+
 def value_fingerprint(*values: object) -> str:
     """A fingerprint of plain values (annotation rows, generator parameters)."""
     return hashlib.sha1(repr(values).encode()).hexdigest()[:16]
+
+
+def sampling_rng(config: BuildConfig, item: Item) -> np.random.Generator | None:
+    """The generator of a training item's train-mode temporal sampling; None for evaluation items.
+
+    Seeded by (`--seed`, video, view) through sha256, so a view's frames are the same on every
+    machine and run, and the K train views of one video are independent draws.
+    """
+    if item.split != "train":
+        return None
+    digest = hashlib.sha256(repr((config.seed, item.group, item.view)).encode()).digest()
+    return np.random.default_rng(int.from_bytes(digest[:8], "little"))

@@ -4,10 +4,12 @@ Reads `fho_oscc-pnr_{train,val}.json` / `fho_oscc-pnr_test_unannotated.json` (`{
 or the pre-release bare list) and cuts each 8 s window out of the canonical video
 `full_scale/<video_uid>.mp4` by its `parent_*` frame numbers (0-based, 30 fps; time = frame/30).
 
-Frames follow the official I3D baseline (val/test rule, used for every split since a build is
-offline): over the window `[s, e]`, `n = e - s`, take the first `T` absolute frame numbers in
-`[s, e)` divisible by `ceil(n/T)`, else by `floor(n/T)`. The PNR target is one-hot at the sampled
+Frames follow the official I3D baseline's val/test rule for every split: over the window `[s, e]`,
+`n = e - s`, take the first `T` absolute frame numbers in `[s, e)` divisible by `ceil(n/T)`, else by
+`floor(n/T)`. The PNR target is one-hot at the sampled
 frame nearest `parent_pnr_frame`; negatives get all zeros. Unlabelled test clips carry neither.
+The baseline trains on a random 5-8 s sub-window; how it keeps the PNR inside that window is not
+confirmed here, so that jitter is not reproduced and `--train-views` changes nothing for Ego4D.
 """
 
 from __future__ import annotations
@@ -21,11 +23,13 @@ import numpy as np
 from pipeline.sources._real_common import find_dir, find_file, load_json, need_root
 from pipeline.sources.base import (
     Item,
+    Option,
     Quarantine,
     Sample,
     Source,
     SourceError,
     file_fingerprint,
+    leaves_root,
     value_fingerprint,
 )
 from pipeline.video import VideoError, decode_window
@@ -89,10 +93,12 @@ def check_clip(clip: dict) -> str | None:
 
 class Ego4dSource(Source):
     name = "ego4d"
+    temporal_jitter = False  # see the module doc: the baseline's train-time sub-window is not reproduced
     version = "1"
     tasks = ("oscc", "pnr")
     splits = ("train", "val", "test")
     description = "Ego4D FHO OSCC/PNR: 8 s windows cut from the canonical videos; state change + PNR frame"
+    options = (Option("fps", "float", 30.0, "frame grid of the canonical videos (frames/s)", minimum=1),)
 
     def _video(self, root: Path, video_dir: Path, uid: str) -> Path:
         path = video_dir / f"{uid}.mp4"
@@ -113,16 +119,16 @@ class Ego4dSource(Source):
             seen[uid] = seen.get(uid, 0) + 1
             item_id = uid if seen[uid] == 1 else f"{uid}_{seen[uid]}"
             video = self._video(root, video_dir, str(clip.get("video_uid"))) if problem is None else path
-            payload = {"clip": clip, "video": video, "problem": problem}
+            if problem is None and leaves_root(root, video):
+                problem, video = f"video path {video} leaves --root {root}", path
+            payload = {"clip": clip, "video": video}
             fingerprint = value_fingerprint(
                 file_fingerprint(video), sorted(clip.items()) if problem is None else clip
             )
-            yield Item(id=item_id, split=split, fingerprint=fingerprint, payload=payload)
+            yield Item(id=item_id, split=split, fingerprint=fingerprint, payload=payload, problem=problem)
 
     def load(self, item: Item) -> Sample:
         clip, video = item.payload["clip"], item.payload["video"]
-        if item.payload["problem"]:
-            raise Quarantine(item.payload["problem"])
         if not video.is_file():
             raise Quarantine(f"video missing: {video}")
         start, end = clip["parent_start_frame"], clip["parent_end_frame"]
@@ -131,7 +137,14 @@ class Ego4dSource(Source):
         wanted += [wanted[-1]] * short
         rate = float(self.config.option("fps", "30"))
         try:
-            cut = decode_window(video, wanted, self.config.size, rate=rate)
+            cut = decode_window(
+                video,
+                wanted,
+                self.config.size,
+                rate=rate,
+                crop=self.config.crop,
+                max_aspect=self.config.max_aspect,
+            )
         except VideoError as error:
             raise Quarantine(str(error)) from None
         labelled = "state_change" in clip and clip["state_change"] is not None

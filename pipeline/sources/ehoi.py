@@ -35,11 +35,13 @@ from pipeline.labelspace import IGNORE, load_label_space, source_mapping
 from pipeline.sources._synthetic_common import require_files, sample_frames
 from pipeline.sources.base import (
     Item,
+    Option,
     Quarantine,
     Sample,
     Source,
     SourceError,
     file_fingerprint,
+    leaves_root,
     value_fingerprint,
 )
 
@@ -84,11 +86,16 @@ def rasterise(segmentation: object, height: int, width: int) -> np.ndarray | Non
 
 class EhoiSource(Source):
     name = "ehoi"
+    temporal_jitter = False  # still images: every view would be the same frame
     version = "1"
     tasks = ("segm", "boxes")
     splits = ("train", "val")
     description = (
         "EHOI / EgoISM-HOI egocentric images (COCO JSON): hand+object boxes, segm; a static clip per image"
+    )
+    options = tuple(
+        Option(f"ehoi_{split}_json", "str", name, f"the {split} COCO file under annotations/")
+        for split, name in ANNOTATION_FILES.items()
     )
 
     @cached_property
@@ -142,6 +149,8 @@ class EhoiSource(Source):
 
     def load(self, item: Item) -> Sample:
         file = Path(item.payload["file"])
+        if leaves_root(self.root, file):
+            raise Quarantine(f"image path {file} leaves --root {self.root}")
         require_files(file)
         anns = item.payload["anns"]
         if not anns:

@@ -29,8 +29,8 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from pipeline.labelspace import IGNORE, source_mapping
-from pipeline.sources._synthetic_common import count_frames, decode_frames, require_files, sample_frames
-from pipeline.sources.base import Item, Quarantine, Sample, Source, SourceError, file_fingerprint
+from pipeline.sources._synthetic_common import FRAME_STRIDE, decode_sampled, require_files, sample_frames
+from pipeline.sources.base import Item, Option, Quarantine, Sample, Source, SourceError, file_fingerprint
 
 FORMATS = ("vkitti-guess",)
 SEGM_MODES = ("rgb_table", "index")
@@ -116,6 +116,16 @@ class PhavSource(Source):
     description = (
         "PHAV action videos: depth + class segm; format UNCONFIRMED, VKITTI-style guess (phav_format option)"
     )
+    options = (
+        Option("phav_format", "str", "vkitti-guess", "the guessed file format", choices=FORMATS),
+        Option("phav_segm", "str", "rgb_table", "segmentation PNGs: colours or class indices", SEGM_MODES),
+        Option("phav_segm_table", "str", None, "colour table file (default <root>/semseg_colors.txt)"),
+        Option("phav_rgb_dir", "str", "rgb", "RGB folder under --root"),
+        Option("phav_depth_dir", "str", "depth", "depth folder under --root"),
+        Option("phav_segm_dir", "str", "semseg", "segmentation folder under --root"),
+        Option("phav_depth_scale", "float", 0.01, "metres per depth PNG unit", minimum=0),
+        FRAME_STRIDE,
+    )
 
     def _option(self, name: str, default: str, choices: tuple[str, ...] | None = None) -> str:
         value = self.config.option(name, default) or default
@@ -180,15 +190,17 @@ class PhavSource(Source):
         rgb, video = Path(item.payload["rgb"]), item.payload["video"]
         depth_files = self._frames(self._root / self._option("phav_depth_dir", "depth") / video)
         segm_files = self._frames(self._root / self._option("phav_segm_dir", "semseg") / video)
-        rgb_files = [] if rgb.is_file() else self._frames(rgb)
-        counts = {"rgb": count_frames(rgb) if rgb.is_file() else len(rgb_files), "depth": len(depth_files),
-                  "segm": len(segm_files)}  # fmt: skip
-        if min(counts.values()) == 0 or len(set(counts.values())) != 1:
-            raise Quarantine("frame counts disagree: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
-        chosen, padded = sample_frames(counts["rgb"], self.config)
-        frames, fps = (
-            decode_frames(rgb, chosen) if rgb.is_file() else (self._rgb_frames(rgb_files, chosen), 30.0)
-        )
+        counts = {"depth": len(depth_files), "segm": len(segm_files)}
+        if rgb.is_file():
+            clip, padded = decode_sampled(rgb, self.config, counts, item)
+            frames, fps, chosen = clip.frames, clip.info.fps, clip.indices
+        else:
+            rgb_files = self._frames(rgb)
+            counts = {"rgb": len(rgb_files), **counts}
+            if min(counts.values()) == 0 or len(set(counts.values())) != 1:
+                raise Quarantine("frame counts disagree: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+            chosen, padded = sample_frames(counts["rgb"], self.config, item)
+            frames, fps = self._rgb_frames(rgb_files, chosen), 30.0
         scale = float(self._option("phav_depth_scale", "0.01"))
         unique = sorted(set(chosen))
         depth = {t: decode_depth(depth_files[t], scale) for t in unique}

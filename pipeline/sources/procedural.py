@@ -18,8 +18,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pipeline.config import BuildConfig
+from pipeline.geometry import FULL, Window, label_hw
 from pipeline.schema import KINECT_JOINTS
-from pipeline.sources.base import Item, Sample, Source, value_fingerprint
+from pipeline.sources.base import Item, Option, Sample, Source, sampling_rng, value_fingerprint
 
 ACTIONS: tuple[str, ...] = (
     "slide left", "slide right", "rise", "fall", "approach", "recede",
@@ -31,7 +33,7 @@ DEFAULT_TRAIN_SAMPLES = 200
 FPS = 15.0
 FOCAL = 1.1  # focal length in units of the image width (about 49 degrees horizontal field of view)
 LIGHT = np.array([0.4, 1.0, -0.3]) / np.linalg.norm([0.4, 1.0, -0.3])
-RENDERER_VERSION = "2"
+RENDERER_VERSION = "3"  # 3: any aspect ratio, frame times at segment centres (or random: train views)
 FAR = 100.0  # metres: the ground beyond is sky (and float16 depth stays finite)
 LOOK_AT = np.array([0.0, 0.6, 0.0])  # every camera looks at this point above the scene centre
 
@@ -240,25 +242,60 @@ class Frame:
     albedo: np.ndarray  # (3 channels)
 
 
-def pixel_rays(camera: Camera, size: int) -> np.ndarray:
-    """World ray directions `[size, size, 3]` scaled so a ray's parameter equals planar depth."""
-    centres = (np.arange(size) + 0.5 - size / 2) / (FOCAL * size)
-    x, y = np.meshgrid(centres, centres)
+@dataclass(frozen=True)
+class Raster:
+    """A grid of `rows x cols` pixels over `window` of an image of aspect `aspect` (width / height).
+
+    The full image spans `u, v` in [0, 1] (width, height); `window` picks a part of it, so a crop
+    of a rendered frame can be rendered directly (the tests compare augmented labels with that).
+    """
+
+    rows: int
+    cols: int
+    aspect: float = 1.0
+    window: Window = FULL
+
+    def centres(self) -> tuple[np.ndarray, np.ndarray]:
+        """`u` of each column's and `v` of each row's pixel centre, in the full image."""
+        u = self.window.left + (np.arange(self.cols) + 0.5) / self.cols * self.window.width
+        v = self.window.top + (np.arange(self.rows) + 0.5) / self.rows * self.window.height
+        return u, v
+
+    def to_grid(self, u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Full-image `u, v` -> fractional (column, row) of this grid."""
+        return (
+            (u - self.window.left) / self.window.width * self.cols,
+            (v - self.window.top) / self.window.height * self.rows,
+        )
+
+
+def camera_xy(u: np.ndarray, v: np.ndarray, aspect: float) -> tuple[np.ndarray, np.ndarray]:
+    """Image `u, v` -> camera-plane `x/z, y/z` (focal length `FOCAL` image widths, centred)."""
+    return (u - 0.5) / FOCAL, (v - 0.5) / (aspect * FOCAL)
+
+
+def pixel_rays(camera: Camera, raster: Raster) -> np.ndarray:
+    """World ray directions `[rows, cols, 3]` scaled so a ray's parameter equals planar depth."""
+    u, v = raster.centres()
+    x, y = np.meshgrid(*camera_xy(u, v, raster.aspect))
     directions_cam = np.stack([x, y, np.ones_like(x)], axis=-1)
     return directions_cam @ camera.rotation  # camera -> world is the transpose
 
 
-def screen_rect(camera: Camera, corners: np.ndarray, size: int) -> tuple[slice, slice] | None:
+def screen_rect(camera: Camera, corners: np.ndarray, raster: Raster) -> tuple[slice, slice] | None:
     """Pixel rows/cols that can see a convex body enclosed by `corners`; None when off screen."""
+    rows, cols = raster.rows, raster.cols
     cam = camera.to_camera(corners)
     if (cam[:, 2] <= 1e-3).any():
-        return slice(0, size), slice(0, size)
-    pixels = cam[:, :2] / cam[:, 2:] * FOCAL * size + size / 2
-    c0, r0 = np.floor(pixels.min(0)).astype(int) - 1
-    c1, r1 = np.ceil(pixels.max(0)).astype(int) + 1
-    if c1 < 0 or r1 < 0 or c0 >= size or r0 >= size:
+        return slice(0, rows), slice(0, cols)
+    u = cam[:, 0] / cam[:, 2] * FOCAL + 0.5
+    v = cam[:, 1] / cam[:, 2] * FOCAL * raster.aspect + 0.5
+    col, row = raster.to_grid(u, v)
+    c0, r0 = int(np.floor(col.min())) - 1, int(np.floor(row.min())) - 1
+    c1, r1 = int(np.ceil(col.max())) + 1, int(np.ceil(row.max())) + 1
+    if c1 < 0 or r1 < 0 or c0 >= cols or r0 >= rows:
         return None
-    return slice(max(r0, 0), min(r1, size)), slice(max(c0, 0), min(c1, size))
+    return slice(max(r0, 0), min(r1, rows)), slice(max(c0, 0), min(c1, cols))
 
 
 def hit_sphere(origin: np.ndarray, rays: np.ndarray, sphere: Sphere) -> tuple[np.ndarray, np.ndarray]:
@@ -303,9 +340,9 @@ def sphere_corners(sphere: Sphere) -> np.ndarray:
     return signs * sphere.radius + sphere.centre
 
 
-def render(camera: Camera, primitives: list[Sphere | Box], size: int) -> Frame:
-    """Ray cast one frame at `size x size`: ground plane first, then every primitive in its rect."""
-    rays = pixel_rays(camera, size)
+def render(camera: Camera, primitives: list[Sphere | Box], raster: Raster) -> Frame:
+    """Ray cast one frame on `raster`: ground plane first, then every primitive in its rect."""
+    rays = pixel_rays(camera, raster)
     origin = camera.position
     with np.errstate(divide="ignore"):
         t_ground = np.where(rays[..., 1] < 0, -origin[1] / rays[..., 1], np.inf)
@@ -314,12 +351,12 @@ def render(camera: Camera, primitives: list[Sphere | Box], size: int) -> Frame:
         depth=t_ground,
         normal=np.broadcast_to(np.array([0.0, 1.0, 0.0]), rays.shape).copy(),
         segm=np.where(np.isfinite(t_ground), GROUND, SKY).astype(np.uint16),
-        instance=np.full((size, size), -1, dtype=np.int32),
+        instance=np.full((raster.rows, raster.cols), -1, dtype=np.int32),
         albedo=ground_albedo(origin + np.where(np.isfinite(t_ground), t_ground, 0)[..., None] * rays),
     )
     for primitive in primitives:
         is_sphere = isinstance(primitive, Sphere)
-        rect = screen_rect(camera, sphere_corners(primitive) if is_sphere else box_corners(primitive), size)
+        rect = screen_rect(camera, sphere_corners(primitive) if is_sphere else box_corners(primitive), raster)
         if rect is None:
             continue
         sub = rays[rect]
@@ -339,12 +376,11 @@ def ground_albedo(points: np.ndarray) -> np.ndarray:
     return np.where(checker[..., None] > 0, [0.55, 0.5, 0.45], [0.35, 0.33, 0.3])
 
 
-def shade(frame: Frame) -> np.ndarray:
+def shade(frame: Frame, raster: Raster) -> np.ndarray:
     """uint8 RGB: Lambertian shading of the albedo under one directional light, over a sky gradient."""
-    size = frame.depth.shape[0]
     lambert = np.clip(frame.normal @ LIGHT, 0.0, 1.0)[..., None]
     rgb = frame.albedo * (0.35 + 0.65 * lambert)
-    sky = np.linspace(0.85, 0.55, size)[:, None, None] * np.array([0.6, 0.75, 1.0])
+    sky = (0.85 - 0.3 * raster.centres()[1])[:, None, None] * np.array([0.6, 0.75, 1.0])
     rgb = np.where(np.isfinite(frame.depth)[..., None], rgb, sky)
     return (np.clip(rgb, 0, 1) * 255 + 0.5).astype(np.uint8)
 
@@ -364,13 +400,13 @@ def label_maps(camera: Camera, frame: Frame) -> tuple[np.ndarray, np.ndarray, np
 
 def instance_boxes(frame: Frame, classes_of: dict[int, int]) -> tuple[np.ndarray, np.ndarray]:
     """Normalised xyxy boxes of every visible instance (in instance order) and their class ids."""
-    size = frame.instance.shape[0]
+    height, width = frame.instance.shape
     boxes, classes = [], []
     for instance in sorted(classes_of):
         rows, cols = np.nonzero(frame.instance == instance)
         if rows.size:
             boxes.append(
-                [cols.min() / size, rows.min() / size, (cols.max() + 1) / size, (rows.max() + 1) / size]
+                [cols.min() / width, rows.min() / height, (cols.max() + 1) / width, (rows.max() + 1) / height]
             )
             classes.append(classes_of[instance])
     return np.array(boxes, dtype=np.float32).reshape(-1, 4), np.array(classes, dtype=np.int16)
@@ -387,27 +423,33 @@ def stack_boxes(per_frame: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndar
     return boxes, classes
 
 
-def render_clip(clip: Clip, size: int, label_size: int) -> Sample:
-    """Render RGB at `size` and exact labels at `label_size` (a second, cheaper ray cast)."""
+def frame_times(frames: int, rng: np.random.Generator | None = None) -> list[float]:
+    """Clip times in [0, 1] of the `frames` frames: the middle of each of `frames` equal segments, or
+    (train mode, `rng` given) a uniformly random time in each, as PySlowFast samples SSv2."""
+    offsets = np.full(frames, 0.5) if rng is None else rng.uniform(0.0, 1.0, frames)
+    return [float((k + offsets[k]) / frames) for k in range(frames)]
+
+
+def render_clip(clip: Clip, image: Raster, labels: Raster, times: list[float] | None = None) -> Sample:
+    """Render RGB on `image` and exact labels on `labels` (a second, cheaper ray cast) at `times`."""
     layout = clip.layout()
     video, depth, normal, segm, pose, boxes = [], [], [], [], [], []
-    for i in range(clip.frames):
-        t = i / max(clip.frames - 1, 1)
+    for t in times if times is not None else frame_times(clip.frames):
         camera, primitives, joints = clip.scene_at(layout, t)
-        image = render(camera, primitives, size)
-        video.append(shade(image))
-        labels = image if label_size == size else render(camera, primitives, label_size)
-        d, n, s = label_maps(camera, labels)
+        frame = render(camera, primitives, image)
+        video.append(shade(frame, image))
+        label_frame = frame if labels == image else render(camera, primitives, labels)
+        d, n, s = label_maps(camera, label_frame)
         depth.append(d)
         normal.append(n)
         segm.append(s)
         pose.append(camera.to_camera(joints))
-        boxes.append(instance_boxes(image, {p.instance: p.segm for p in primitives}))
+        boxes.append(instance_boxes(frame, {p.instance: p.segm for p in primitives}))
     box_array, box_classes = stack_boxes(boxes)
     return Sample(
         video=np.stack(video),
         fps=FPS,
-        frame_indices=list(range(clip.frames)),
+        frame_indices=list(range(len(video))),
         labels={
             "depth.npy": np.stack(depth).astype(np.float16),
             "normal.npy": np.stack(normal).astype(np.float16),
@@ -418,8 +460,33 @@ def render_clip(clip: Clip, size: int, label_size: int) -> Sample:
         },
         label=clip.action,
         label_name=ACTIONS[clip.action],
-        extra={"segm_space": SEGM_SPACE, "box_space": SEGM_SPACE},
+        extra={"segm_space": SEGM_SPACE, "box_space": SEGM_SPACE, "intrinsics": intrinsics(image)},
     )
+
+
+def intrinsics(raster: Raster) -> dict:
+    """The pinhole intrinsics of `raster` in its pixels (fx, fy, cx, cy), for drawing 3D pose.
+
+    In pixels of the rendered (source) frame `orig_hw`; `crop_box` says what the stored frame kept.
+    """
+    u, v = raster.window.left, raster.window.top
+    fx = FOCAL * raster.cols / raster.window.width
+    fy = FOCAL * raster.aspect * raster.rows / raster.window.height
+    return {
+        "fx": fx,
+        "fy": fy,
+        "cx": (0.5 - u) / raster.window.width * raster.cols,
+        "cy": (0.5 - v) / raster.window.height * raster.rows,
+    }
+
+
+def source_rasters(config: BuildConfig, aspect: float) -> tuple[Raster, Raster]:
+    """The whole rendered frame (short side `--size`, width/height `aspect`) and its label grid."""
+    size = config.size
+    hw = (size, max(1, round(size * aspect))) if aspect >= 1 else (max(1, round(size / aspect)), size)
+    grid = label_hw(hw, config.label_stride)
+    square_pixels = hw[1] / hw[0]  # the aspect the pixel grid really has after rounding
+    return Raster(hw[0], hw[1], square_pixels), Raster(grid[0], grid[1], square_pixels)
 
 
 # ----------------------------------------------------------------------------- the adapter
@@ -432,6 +499,7 @@ class ProceduralSource(Source):
     splits = ("train", "val")
     description = "built-in ray-cast scenes with exact labels and 10 motion classes (no download)"
     needs_root = False
+    options = (Option("aspect", "float", 4 / 3, "width / height of the rendered frames", minimum=0.25),)
 
     def split_size(self, split: str) -> int:
         train = self.config.num_samples if self.config.num_samples is not None else DEFAULT_TRAIN_SAMPLES
@@ -454,4 +522,6 @@ class ProceduralSource(Source):
 
     def load(self, item: Item) -> Sample:
         clip = Clip(rng_seed=item.payload["seed"], action=item.payload["action"], frames=self.config.frames)
-        return render_clip(clip, self.config.size, self.config.label_size)
+        image, labels = source_rasters(self.config, self.option("aspect"))
+        times = frame_times(self.config.frames, sampling_rng(self.config, item))
+        return render_clip(clip, image, labels, times)

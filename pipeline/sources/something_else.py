@@ -15,26 +15,30 @@ then objects in `standard_category` order. Videos with no box entry get no `boxe
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from pipeline.geometry import centre_square, crop_boxes
 from pipeline.sources._real_common import (
     VideoEntry,
     choice_option,
     clip_sample,
+    confine,
     decode_classification_clip,
     find_dir,
     int_option,
     load_json,
     need_root,
     view_items,
+    views_option,
 )
-from pipeline.sources.base import Item, Quarantine, Sample, Source, SourceError, value_fingerprint
+from pipeline.sources.base import Item, Option, Quarantine, Sample, Source, SourceError, value_fingerprint
 from pipeline.sources.ssv2 import VIDEO_DIRS, clean_template
+
+log = logging.getLogger(__name__)
 
 SPLIT_ROOTS = ("dataset_splits", "code/dataset_splits", "splits", ".")
 # split set -> (folder, labels file, train file(s), validation file)
@@ -86,7 +90,11 @@ def frame_boxes(frame: dict) -> list[tuple[int, list[float]]]:
 
 
 def boxes_for(frames: list, indices: list[int], orig_hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """`[T,N,4]` boxes normalised to the centre square and `[T,N]` classes for the sampled frames."""
+    """`[T,N,4]` boxes normalised to the source frame and `[T,N]` classes for the sampled frames.
+
+    The engine maps them into the stored frame (`pipeline.geometry`), so with `--crop none` a box at
+    the frame's edge is kept whole.
+    """
     per_frame = []
     for index in indices:
         frame = frames[index] if 0 <= index < len(frames) and isinstance(frames[index], dict) else {}
@@ -100,29 +108,69 @@ def boxes_for(frames: list, indices: list[int], orig_hw: tuple[int, int]) -> tup
             boxes[t, n] = [x1 / width, y1 / height, x2 / width, y2 / height]
             classes[t, n] = cls
     boxes = np.clip(boxes, 0.0, 1.0)  # annotations are clipped to the frame; guard rounding
-    return crop_boxes(boxes, classes, centre_square(height, width))
+    return boxes, classes
 
 
 class SomethingElseSource(Source):
     name = "something-else"
-    version = "1"
+    version = "2"
     tasks = ("action", "boxes")
     splits = ("train", "val")
     description = "Something-Else compositional/few-shot splits of SSv2, optional hand/object boxes"
+    options = (
+        Option("split_set", "str", "compositional", "which official split files", tuple(SPLIT_SETS)),
+        Option(
+            "class_ids",
+            "str",
+            "official",
+            "official: sorted labels.json keys; orvit: its values",
+            ("official", "orvit"),
+        ),
+        Option(
+            "boxes",
+            "str",
+            "auto",
+            "hand/object boxes: auto (if found), 0 off, 1 required",
+            ("auto", "0", "1"),
+        ),
+        views_option(2),
+    )
 
     def __init__(self, root: Path | None, config) -> None:
         super().__init__(root, config)
         self._box_cache: dict | None = None
+        self._warned = False
+
+    def _box_folders(self, root: Path) -> list[Path]:
+        """Where the box file is looked for: `--root` and wherever the split files are looked for."""
+        folder = SPLIT_SETS[choice_option(self.config, "split_set", "compositional", tuple(SPLIT_SETS))][0]
+        candidates = [root] + [root / r for r in SPLIT_ROOTS] + [root / r / folder for r in SPLIT_ROOTS]
+        return [path for path in dict.fromkeys(candidates) if path.is_dir()]  # pathlib drops "/."
 
     def _box_table(self, root: Path) -> dict | None:
         """The whole box file (video id -> frame list), read once; None when boxes are off/absent."""
         if choice_option(self.config, "boxes", "auto", ("auto", "0", "1")) == "0":
             return None
         if self._box_cache is None:
-            path = next((root / name for name in BOX_FILES if (root / name).is_file()), None)
+            folders = self._box_folders(root)
+            found = (folder / name for folder in folders for name in BOX_FILES)
+            path = next((candidate for candidate in found if candidate.is_file()), None)
             if path is None:
+                where = ", ".join(str(folder.relative_to(root)) for folder in folders)
                 if self.config.option("boxes") == "1":
-                    raise SourceError(f"something-else: --option boxes=1 but no {BOX_FILES[0]} under {root}")
+                    raise SourceError(
+                        f"something-else: --option boxes=1 but no {BOX_FILES[0]} under {root} "
+                        f"(looked in {where})"
+                    )
+                if not self._warned:
+                    log.warning(
+                        "something-else: no %s under %s (looked in %s): building without boxes "
+                        "(--option boxes=0 to say so, boxes=1 to require them)",
+                        BOX_FILES[0],
+                        root,
+                        where,
+                    )
+                    self._warned = True
                 return None
             table = load_json(path)
             if not isinstance(table, dict):
@@ -169,7 +217,7 @@ class SomethingElseSource(Source):
                 VideoEntry(video_id, video_dir / f"{video_id}.webm", label, name, error, extra=extra)
             )
         views = 1 if split == "train" else int_option(self.config, "views", 2)
-        yield from view_items(entries, split, views)
+        yield from view_items(confine(root, entries), split, views)
 
     def load(self, item: Item) -> Sample:
         clip, entry = decode_classification_clip(item, self.config)

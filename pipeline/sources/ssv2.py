@@ -15,6 +15,7 @@ from typing import ClassVar
 from pipeline.sources._real_common import (
     VideoEntry,
     clip_sample,
+    confine,
     decode_classification_clip,
     find_dir,
     find_file,
@@ -22,6 +23,7 @@ from pipeline.sources._real_common import (
     load_json,
     need_root,
     view_items,
+    views_option,
 )
 from pipeline.sources.base import Item, Sample, Source, SourceError
 
@@ -69,9 +71,11 @@ def video_entries(
             raise SourceError(f"{where}: an entry has no 'id' ({str(entry)[:60]})")
         video_id = str(entry["id"])
         template = entry.get("template")
-        name = clean_template(template) if template is not None else (answers or {}).get(video_id)
+        name = clean_template(template) if isinstance(template, str) else (answers or {}).get(video_id)
         label, error = None, None
-        if name is not None:
+        if template is not None and not isinstance(template, str):
+            error, name = f"template is a {type(template).__name__}, not a string (in {where.name})", None
+        elif name is not None:
             label = label_map.get(name)
             if label is None:
                 error = f"unknown class {name!r} (not in the labels file)"
@@ -88,6 +92,7 @@ class Ssv2Source(Source):
         "Something-Something V2 (webm + label JSONs, 174 classes); views=K temporal views for val/test"
     )
     eval_views: ClassVar[int] = 2
+    options = (views_option(2),)
 
     def _files(self) -> tuple[Path, Path]:
         root = need_root(self.root, self.name)
@@ -105,7 +110,7 @@ class Ssv2Source(Source):
             answers = read_test_answers(answers_path) if answers_path.is_file() else None
         entries = video_entries(load_json(split_path), label_map, video_dir, answers, split_path)
         views = 1 if split == "train" else int_option(self.config, "views", self.eval_views)
-        yield from view_items(entries, split, views)
+        yield from view_items(confine(self.root, entries), split, views)
 
     def load(self, item: Item) -> Sample:
         clip, entry = decode_classification_clip(item, self.config)

@@ -7,6 +7,10 @@ Raw layout under `--root` (one of `surreact/{ntu,uestc}/{vibe,hmmr}/`):
     {train,test}/<sequence>/<sequence>_v%03d_r%02d_segm.mat    segm_1..segm_T (uint8, 0 bg, 1..24 parts)
     {train,test}/<sequence>/<sequence>_v%03d_r%02d_depth.mat   depth_1..depth_T (generator only)
 
+For UESTC, `<sequence>` itself ends in `.avi` (`a0_d1_p001_c1_color.avi/a0_d1_p001_c1_color.avi_v045_r00.mp4`,
+SURREACT's `datageneration/vidlists/uestc/`), so sibling files are named by appending a suffix
+to the stem string, never with `Path.with_suffix`, which would cut at that `.avi`.
+
 The public release has no `_depth.mat`: depth is then absent from the sample's mask, not an error.
 `v%03d` is the camera azimuth in degrees (the `zrot_euler` field disagrees between releases, so
 the file name is used). Conversions:
@@ -16,7 +20,8 @@ the file name is used). Conversions:
   converts a distance-to-centre pass to planar depth (which one Blender wrote is unconfirmed);
 * joints3D: world -> OpenCV camera frame with the generator's camera (blenderutils.set_camera:
   azimuth from the file name, cam_dist, cam_height; fx = fy = 600 px at 320x240), then SMPL 24 ->
-  Kinect V2 25 (pipeline.sources._synthetic_common.SMPL_TO_KINECT; thumbs and hand tips missing).
+  Kinect V2 25 by SURREACT's own kinect2smpl pairing (pipeline.sources._synthetic_common.SMPL_TO_KINECT:
+  Kinect hand <- SMPL wrist, hand tip <- SMPL hand; Kinect wrists and thumbs missing).
   `extra["pose_reprojection_px"]` compares the projected joints with the file's joints2D, so the
   first real build shows whether the camera model holds.
 """
@@ -25,20 +30,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import scipy.io as sio
 
 from pipeline.labelspace import lookup_table
-from pipeline.sources._synthetic_common import (
-    count_frames,
-    decode_frames,
-    require_files,
-    sample_frames,
-    smpl_to_kinect,
-)
-from pipeline.sources.base import Item, Quarantine, Sample, Source, SourceError, file_fingerprint
+from pipeline.sources._synthetic_common import FRAME_STRIDE, decode_sampled, require_files, smpl_to_kinect
+from pipeline.sources.base import Item, Option, Quarantine, Sample, Source, SourceError, file_fingerprint
 
 SEGM_SPACE = "unified"
 FOCAL_PX = 600.0  # lens 60 mm on a 32 mm sensor at 320 px width
@@ -125,64 +125,85 @@ def _load_mat(path: Path, names: list[str] | None = None) -> dict:
         raise Quarantine(f"{path.name}: unreadable .mat ({type(error).__name__})") from None
 
 
+@dataclass(frozen=True)
+class ClipFiles:
+    """The files of one SURREACT clip; `stem` is `<folder>/<sequence>_v%03d_r%02d` as a plain string."""
+
+    stem: str
+
+    def path(self, suffix: str) -> Path:
+        return Path(self.stem + suffix)  # appended: a UESTC stem contains ".avi"
+
+    @property
+    def name(self) -> str:
+        return Path(self.stem).name
+
+
 class SurreactSource(Source):
     name = "surreact"
-    version = "1"
+    version = "2"  # 2: SURREACT's kinect2smpl wrist/hand pairing; the shared ffmpeg decode
     tasks = ("depth", "segm", "pose3d")
     splits = ("train", "test")
     description = (
         "SURREACT SMPL humans (mp4 + _info/_segm.mat): body-part segm, Kinect-25 camera pose, depth if any"
     )
+    options = (
+        Option(
+            "surreact_depth",
+            "str",
+            "planar",
+            "what _depth.mat holds: planar depth, or distance to the camera centre (radial)",
+            ("planar", "radial"),
+        ),
+        Option(
+            "surreact_swap_lr", "int", 0, "1: pair SMPL left with Kinect right (no mirroring)", ("0", "1")
+        ),
+        FRAME_STRIDE,
+    )
 
     def items(self, split: str) -> Iterator[Item]:
-        if self.root is None:
-            raise SourceError("surreact needs --root (the folder holding train/ and test/)")
-        folder = Path(self.root) / split
+        folder = self.root_dir / split
         if not folder.is_dir():
             raise SourceError(f"surreact: no {split}/ folder under {self.root}")
         for video in sorted(folder.glob("*/*.mp4")):
-            stem = video.with_suffix("")
-            if not _VIEW.search(stem.name):
+            files = ClipFiles(str(video)[: -len(".mp4")])
+            if not _VIEW.search(files.name):
                 continue  # e.g. a _fg.mp4 foreground video of the generator
-            paths = [video] + [Path(f"{stem}{suffix}") for suffix in ("_info.mat", "_segm.mat", "_depth.mat")]
-            yield Item(
-                id=stem.name, split=split, fingerprint=file_fingerprint(*paths), payload={"stem": str(stem)}
-            )
+            paths = [files.path(suffix) for suffix in (".mp4", "_info.mat", "_segm.mat", "_depth.mat")]
+            yield Item(id=files.name, split=split, fingerprint=file_fingerprint(*paths), payload=files)
 
     def load(self, item: Item) -> Sample:
-        stem = Path(item.payload["stem"])
-        video_path, info_path = stem.with_suffix(".mp4"), Path(f"{stem}_info.mat")
-        segm_path, depth_path = Path(f"{stem}_segm.mat"), Path(f"{stem}_depth.mat")
+        files: ClipFiles = item.payload
+        video_path, info_path = files.path(".mp4"), files.path("_info.mat")
+        segm_path, depth_path = files.path("_segm.mat"), files.path("_depth.mat")
         require_files(video_path, info_path, segm_path)
         info = _load_mat(info_path, ["joints3D", "joints2D", "cam_dist", "cam_height"])
         if "joints3D" not in info:
             raise Quarantine(f"{info_path.name}: no joints3D")
         joints = joints_frames(info["joints3D"], 3, "joints3D")
         has_depth = depth_path.is_file()
-        counts = {
-            "video": count_frames(video_path),
-            "info": len(joints),
-            "segm": len(_mat_frames(segm_path, "segm")),
-        }
+        counts = {"info": len(joints), "segm": len(_mat_frames(segm_path, "segm"))}
         if has_depth:
             counts["depth"] = len(_mat_frames(depth_path, "depth"))
-        if len(set(counts.values())) != 1:
-            raise Quarantine("frame counts disagree: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
-        chosen, padded = sample_frames(counts["video"], self.config)
-        video, fps = decode_frames(video_path, chosen)
+        clip, padded = decode_sampled(video_path, self.config, counts, item)
+        video, fps, chosen = clip.frames, clip.info.fps, clip.indices
         labels = {"segm.npy": self._segm(segm_path, chosen, video.shape[1:3])}
         if has_depth:
             labels["depth.npy"] = self._depth(depth_path, chosen, video.shape[1:3])
-        camera_joints, check = self._pose(info, stem.name, joints, chosen, video.shape[1])
+        camera_joints, check = self._pose(info, files.name, joints, chosen, video.shape[1])
         labels["pose3d.npy"] = camera_joints
         return Sample(
             video=video,
             fps=fps,
             frame_indices=chosen,
             labels=labels,
-            extra={"segm_space": SEGM_SPACE, "padded_frames": padded, "view": int(_VIEW.search(stem.name)[1]),
-                   **check},
-        )  # fmt: skip
+            extra={
+                "segm_space": SEGM_SPACE,
+                "padded_frames": padded,
+                "view": int(_VIEW.search(files.name)[1]),
+                **check,
+            },
+        )
 
     def _segm(self, path: Path, chosen: list[int], hw: tuple[int, int]) -> np.ndarray:
         wanted = sorted(set(chosen))
@@ -199,9 +220,7 @@ class SurreactSource(Source):
         return np.stack([maps[t] for t in chosen])
 
     def _depth(self, path: Path, chosen: list[int], hw: tuple[int, int]) -> np.ndarray:
-        kind = self.config.option("surreact_depth", "planar")
-        if kind not in ("planar", "radial"):
-            raise SourceError(f"surreact_depth must be planar or radial, got {kind!r}")
+        kind = self.option("surreact_depth")
         wanted = sorted(set(chosen))
         data = _load_mat(path, [f"depth_{t + 1}" for t in wanted])
         maps = {}
@@ -233,7 +252,7 @@ class SurreactSource(Source):
             if len(points) == len(joints):
                 error, origin = reprojection_error(camera, points[chosen], height)
                 check = {"pose_reprojection_px": error, "joints2d_y_origin": origin}
-        swap = self.config.option("surreact_swap_lr", "0") == "1"
+        swap = self.option("surreact_swap_lr") == 1
         return smpl_to_kinect(camera.astype(np.float32), swap_left_right=swap), check
 
 

@@ -19,10 +19,12 @@ from pathlib import Path
 from pipeline.sources._real_common import (
     VideoEntry,
     clip_sample,
+    confine,
     decode_classification_clip,
     int_option,
     need_root,
     view_items,
+    views_option,
 )
 from pipeline.sources.base import Item, Sample, Source, SourceError
 
@@ -61,6 +63,7 @@ class VideoFolderSource(Source):
     description = (
         "Your own videos: <root>/<class>/<video>, <root>/<split>/<class>/<video> or <root>/<split>.csv"
     )
+    options = (views_option(1),)
 
     def _split_rows(self, root: Path, split: str) -> list[tuple[str, str]] | None:
         if (root / f"{split}.csv").is_file():
@@ -110,7 +113,7 @@ class VideoFolderSource(Source):
                     error = f"unknown class {label!r} (not in classes.txt)"
             entries.append(VideoEntry(video_id, video, class_id, name, error))
         views = 1 if split == "train" else int_option(self.config, "views", 1)
-        yield from view_items(entries, split, views)
+        yield from view_items(confine(root, entries), split, views)
 
     def load(self, item: Item) -> Sample:
         clip, entry = decode_classification_clip(item, self.config)

@@ -20,8 +20,9 @@ def test_import_pulls_in_no_project_or_data_deps() -> None:
 
 
 def test_task_names() -> None:
-    assert pvit.TASKS == ("action", "depth", "normal", "segm", "pose3d", "boxes")
-    assert pvit.TASKS[1:] == pvit.SYNTHETIC_TASKS
+    assert pvit.TASKS == ("action", "depth", "normal", "segm", "pose3d", "boxes", "oscc", "pnr", "ava")
+    assert pvit.TASKS[1:6] == pvit.SYNTHETIC_TASKS
+    assert pvit.TASKS[6:] == pvit.DOWNSTREAM_TASKS
 
 
 def test_task_names_mirror_pipeline_schema() -> None:

@@ -23,7 +23,7 @@ for name in source_names():
     get_source(name)
 from pipeline.cli import main
 assert main(['build', '--source', 'procedural', '--out', OUT, '--frames', '2', '--size', '16',
-             '--label-size', '4', '--num-samples', '4', '--workers', '0', '--quiet']) == 0
+             '--label-stride', '4', '--num-samples', '4', '--workers', '0', '--quiet']) == 0
 assert main(['verify', OUT + '/procedural']) == 0
 """
 

@@ -43,7 +43,8 @@ def test_reader_yields_every_manifest_sample_once(procedural_build: Path) -> Non
     assert sorted(keys) == sorted(manifest_keys) and len(set(keys)) == len(keys)
     val = list(iter_samples(procedural_build, split="val"))
     assert val and {sample["meta"]["split"] for sample in val} == {"val"}
-    assert val[0]["video"].shape == (4, 32, 32, 3) and val[0]["depth.npy"].shape == (4, 8, 8)
+    assert val[0]["video"].shape == (4, 32, 43, 3) and val[0]["depth.npy"].shape == (4, 8, 11)
+    assert val[0]["meta"]["hw"] == [32, 43]  # the whole 4:3 frame, short side --size
 
 
 def test_unchanged_rebuild_does_no_work(tmp_path: Path) -> None:
@@ -76,7 +77,7 @@ def test_inserted_item_renames_later_shards_instead_of_rebuilding_them(tmp_path:
 
 def test_changed_size_regenerates_everything_and_never_mixes(tmp_path: Path) -> None:
     first = build_source("procedural", tmp_path, tiny_config(), workers=0)
-    second = build_source("procedural", tmp_path, tiny_config(size=24, label_size=6), workers=0)
+    second = build_source("procedural", tmp_path, tiny_config(size=24), workers=0)
     assert second.config_changed and second.units_built == second.units_total
     assert second.config_hash != first.config_hash
     hashes = {sample["meta"]["config_hash"] for sample in iter_samples(second.out_dir)}
@@ -87,12 +88,12 @@ def test_changed_size_regenerates_everything_and_never_mixes(tmp_path: Path) -> 
     assert {part["config_hash"] for part in parts} == {second.config_hash}
 
 
-def test_changed_frames_and_label_size_regenerate(tmp_path: Path) -> None:
+def test_changed_frames_and_label_stride_regenerate(tmp_path: Path) -> None:
     base = build_source("procedural", tmp_path, tiny_config(), workers=0)
-    for change in ({"frames": 3}, {"label_size": 4}):
+    for change in ({"frames": 3}, {"label_stride": 2}):
         report = build_source("procedural", tmp_path, dataclasses.replace(tiny_config(), **change), workers=0)
         assert report.config_changed and report.units_built == report.units_total
-    assert read_build(base.out_dir)["config"]["label_size"] == 4
+    assert read_build(base.out_dir)["config"]["label_stride"] == 2
 
 
 def test_bad_inputs_are_quarantined_with_reasons_and_the_rest_is_built(tmp_path: Path, monkeypatch) -> None:
@@ -122,6 +123,6 @@ def test_jpeg_codec_build_verifies_and_is_smaller(tmp_path: Path, procedural_bui
     report = build_source("procedural", tmp_path, tiny_config(codec="jpeg"), workers=0)
     assert verify(report.out_dir) == []
     sample = next(iter_samples(report.out_dir))
-    assert sample["video"].shape == (4, 32, 32, 3)
+    assert sample["video"].shape == (4, 32, 43, 3)
     jpeg_bytes = sum(len(data) for data in shard_bytes(report.out_dir).values())
     assert jpeg_bytes < sum(len(data) for data in shard_bytes(procedural_build).values())

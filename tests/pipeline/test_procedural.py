@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from pipeline.config import BuildConfig
+from pipeline.geometry import Window
 from pipeline.labelspace import load_label_space
 from pipeline.sources.procedural import (
     ACTIONS,
@@ -14,6 +15,9 @@ from pipeline.sources.procedural import (
     PERSON,
     Clip,
     ProceduralSource,
+    Raster,
+    frame_times,
+    render,
     render_clip,
 )
 
@@ -23,7 +27,8 @@ SIZE = 48
 @pytest.fixture(scope="module")
 def clip_and_sample():
     clip = Clip(rng_seed=1234, action=8, frames=3)
-    return clip, render_clip(clip, SIZE, SIZE)
+    raster = Raster(SIZE, SIZE)
+    return clip, render_clip(clip, raster, raster, times=[0.0, 0.5, 1.0])
 
 
 def camera_at(clip: Clip, t: float):
@@ -104,14 +109,14 @@ def test_left_and_right_motions_shift_the_mover_in_opposite_directions(left: int
 
 
 def test_items_are_deterministic_balanced_and_seeded() -> None:
-    config = BuildConfig(frames=2, size=16, label_size=4, num_samples=20)
+    config = BuildConfig(frames=2, size=16, label_stride=4, num_samples=20)
     source = ProceduralSource(None, config)
     items = list(source.items("train"))
     assert len(items) == 20 and len(list(source.items("val"))) == len(ACTIONS)
     assert [item.payload["action"] for item in items[:10]] == list(range(10))
     again = ProceduralSource(None, config).load(items[4])
     np.testing.assert_array_equal(source.load(items[4]).video, again.video)
-    other_seed = ProceduralSource(None, BuildConfig(frames=2, size=16, label_size=4, seed=1))
+    other_seed = ProceduralSource(None, BuildConfig(frames=2, size=16, label_stride=4, seed=1))
     assert not np.array_equal(other_seed.load(next(other_seed.items("train"))).video, again.video)
 
 
@@ -122,8 +127,31 @@ def test_label_space_is_registered_under_manifests() -> None:
 
 def test_far_ground_is_sky_so_float16_depth_never_overflows() -> None:
     # train-000312 of seed 0 once looked at the horizon: ground 70 km away overflowed float16 to inf.
-    source = ProceduralSource(None, BuildConfig(frames=8, size=64, label_size=16, num_samples=320))
+    source = ProceduralSource(None, BuildConfig(frames=8, size=64, label_stride=4, num_samples=320))
     item = next(item for item in source.items("train") if item.id == "train-000312")
     depth = source.load(item).labels["depth.npy"]
     assert not np.isinf(depth).any()
     assert np.nanmax(depth.astype(np.float32)) <= 100.0
+
+
+def test_a_wide_frame_and_a_window_of_it_render_the_same_scene() -> None:
+    clip = Clip(rng_seed=5, action=0, frames=1)
+    camera, primitives, _ = clip.scene_at(clip.layout(), 0.5)
+    wide = render(camera, primitives, Raster(20, 40, aspect=2.0))
+    right_half = render(camera, primitives, Raster(20, 20, aspect=2.0, window=Window(0.0, 0.5, 1.0, 0.5)))
+    np.testing.assert_array_equal(right_half.segm, wide.segm[:, 20:])
+    np.testing.assert_allclose(right_half.depth, wide.depth[:, 20:])
+
+
+def test_the_rendered_frame_has_the_configured_aspect_and_short_side() -> None:
+    source = ProceduralSource(None, BuildConfig(frames=2, size=16, label_stride=4, num_samples=2))
+    sample = source.load(next(iter(source.items("val"))))
+    assert sample.video.shape == (2, 16, 21, 3)  # --option aspect default 4:3
+    assert sample.labels["depth.npy"].shape == (2, 4, 5)
+
+
+def test_train_views_sample_other_times_and_eval_takes_segment_centres() -> None:
+    assert frame_times(4) == [0.125, 0.375, 0.625, 0.875]
+    rng = np.random.default_rng(0)
+    jittered = frame_times(4, rng)
+    assert jittered != frame_times(4) and all(k / 4 <= t < (k + 1) / 4 for k, t in enumerate(jittered))

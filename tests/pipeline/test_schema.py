@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -60,6 +62,9 @@ def example_meta(tasks: list[str]) -> dict:
         "fps": 30.0,
         "frame_indices": list(range(T)),
         "orig_hw": [H, W],
+        "hw": [H, W],
+        "view": 0,
+        "view_group": "x",
         "config_hash": "0" * 16,
         **({"oscc": 1} if "oscc" in tasks else {}),
     }
@@ -86,8 +91,14 @@ def test_every_member_round_trips_with_dtype_shape_and_values(codec: str) -> Non
 
 
 def test_sample_key_keeps_only_safe_characters() -> None:
-    assert sample_key("ssv2", "clip 1.5x/a") == "ssv2-clip_1_5x_a"
+    assert re.fullmatch(r"ssv2-clip_1_5x_a_[0-9a-f]{8}", sample_key("ssv2", "clip 1.5x/a"))
     assert "." not in sample_key("hypersim", "ai_001_001.cam_00")
+    assert sample_key("procedural", "train-000001") == "procedural-train-000001"  # safe ids stay plain
+
+
+@pytest.mark.parametrize(("first", "second"), [("50.1", "50_1"), ("k y", "k_y"), ("a/b", "a.b")])
+def test_ids_that_sanitise_alike_get_different_keys(first: str, second: str) -> None:
+    assert sample_key("videofolder", first) != sample_key("videofolder", second)
 
 
 def test_mask_and_tasks_are_inverse_and_bits_fixed() -> None:

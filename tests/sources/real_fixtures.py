@@ -325,10 +325,16 @@ def ava_pbtxt(style: str = "label") -> str:
 
 
 def make_ava(
-    root: Path, frames_per_video: int = 160, width: int = 64, height: int = 36, videos: bool = False
+    root: Path,
+    frames_per_video: int = 160,
+    width: int = 64,
+    height: int = 36,
+    videos: bool = False,
+    version: str = "2.2",
 ) -> None:
     """AVA layout: annotations/ (GT CSVs, pbtxt, exclusions, proposals) and either extracted frames
-    (`frame_lists/` + `frames/<vid>/<vid>_%06d.jpg`, 30 fps from t=900) or `videos_15min/<vid>.mp4`."""
+    (`frame_lists/` + `frames/<vid>/<vid>_%06d.jpg`, 30 fps from t=900) or `videos_15min/<vid>.mp4`.
+    `version` names the GT and exclusion files as that release does (`_v2.1` or `_v2.2`)."""
     from PIL import Image
 
     ann = root / "annotations"
@@ -340,11 +346,12 @@ def make_ava(
         f"{v0},0902,0.000,0.100,0.200,0.500,14,2",  # outside the centre square
         f"{v0},0903,0.400,0.200,0.600,0.800,2,3",  # action 2 is not among the 60
         f"{v1},0904,0.300,0.000,0.700,1.000,11,1",
+        f"{v0},0905,0.812,0.300,1.000,0.950,12,5",  # touches the right edge
     ]
     val = [f"{v1},0902,0.300,0.000,0.700,1.000,11,1", f"{v1},0903,0.300,0.000,0.700,1.000,11,1"]
-    (ann / "ava_train_v2.2.csv").write_text("\n".join(train) + "\n")
-    (ann / "ava_val_v2.2.csv").write_text("\n".join(val) + "\n")
-    (ann / "ava_val_excluded_timestamps_v2.2.csv").write_text(f"{v1},0903\n")
+    (ann / f"ava_train_v{version}.csv").write_text("\n".join(train) + "\n")
+    (ann / f"ava_val_v{version}.csv").write_text("\n".join(val) + "\n")
+    (ann / f"ava_val_excluded_timestamps_v{version}.csv").write_text(f"{v1},0903\n")
     (ann / "ava_action_list_v2.2_for_activitynet_2019.pbtxt").write_text(ava_pbtxt())
     (ann / "ava_val_predicted_boxes.csv").write_text(
         f"{v1},0902,0.300,0.000,0.700,1.000,,0.95\n{v1},0902,0.250,0.000,0.300,0.500,,0.50\n"
@@ -397,8 +404,11 @@ def se_frame(video_id: str, number: int, boxes: list[tuple[str, list[float]]]) -
     }
 
 
-def make_something_else(root: Path) -> None:
-    """dataset_splits/{compositional,fewshot}/..., the box JSON and SSv2 webm videos (128x72)."""
+def make_something_else(root: Path, box_dir: str = ".") -> None:
+    """dataset_splits/{compositional,fewshot}/..., the box JSON and SSv2 webm videos (128x72).
+
+    `box_dir`: where `bounding_box_annotations.json` goes, relative to `root` (users put the joined
+    file where they put the split files, e.g. `dataset_splits`)."""
     comp = root / "dataset_splits" / "compositional"
     write_json(comp / "labels.json", SE_LABELS)
     write_json(
@@ -424,7 +434,7 @@ def make_something_else(root: Path) -> None:
         )
         for k in range(20)
     ]
-    write_json(root / "bounding_box_annotations.json", {"40": frames})
+    write_json(root / box_dir / "bounding_box_annotations.json", {"40": frames})
     for video_id, count in (("40", 20), ("41", 16), ("42", 16)):
         encode(
             root / "20bn-something-something-v2" / f"{video_id}.webm", index_frames(count, 72, 128), 12, "vp9"

@@ -17,6 +17,7 @@ import numpy as np
 import scipy.io as sio
 from PIL import Image
 
+from pipeline.sources.hypersim import STANDARD_M_CAM_FROM_UV
 from pipeline.video import ffmpeg_exe
 
 SPLIT_HEADER = (
@@ -84,8 +85,16 @@ def write_hypersim_frame(
     return files
 
 
-def write_hypersim_split(root: Path, rows: list[tuple[str, str, int, str]], excluded: int = 0) -> Path:
-    """The official split CSV: (scene, cam, frame, split) rows, plus `excluded` non-public rows."""
+def write_hypersim_split(
+    root: Path, rows: list[tuple[str, str, int, str]], excluded: int = 0, cameras: bool = True
+) -> Path:
+    """The official split CSV: (scene, cam, frame, split) rows, plus `excluded` non-public rows.
+
+    `cameras`: also put `metadata_camera_parameters.csv` (from ml-hypersim's contrib/mikeroberts3000/,
+    not in the scene downloads) beside it, with the standard camera for every scene listed.
+    """
+    if cameras:
+        write_hypersim_cameras(root, {scene: STANDARD_M_CAM_FROM_UV for scene, _, _, _ in rows})
     path = root / "metadata_images_split_scene_v1.csv"
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
@@ -137,7 +146,11 @@ def write_surreact_clip(
     cam_dist: float = 5.0, cam_height: float = 1.0, depth: bool = False, segm_frames: int | None = None,
     segm_value: int = 3, video_frames: np.ndarray | None = None,
 ) -> Path:  # fmt: skip
-    """One clip: `<seq>_v%03d_r00.mp4` + `_info.mat` + `_segm.mat` (+ `_depth.mat`). Returns the stem."""
+    """One clip: `<seq>/<seq>_v%03d_r00.mp4` + `_info.mat` + `_segm.mat` (+ `_depth.mat`). Returns the stem.
+
+    NTU sequences are `S001C001P001R001A001`; UESTC ones keep their source video's extension,
+    `seq="a0_d1_p001_c1_color.avi"` (SURREACT's datageneration/vidlists/uestc/).
+    """
     folder = root / split / seq
     folder.mkdir(parents=True, exist_ok=True)
     stem = folder / f"{seq}_v{view:03d}_r00"
@@ -167,7 +180,7 @@ def write_surreact_clip(
             planes[f"depth_{k + 1}"] = d
         sio.savemat(f"{stem}_depth.mat", planes, do_compression=True)
     frames = surreact_frames(t, height, width) if video_frames is None else video_frames
-    write_video(stem.with_suffix(".mp4"), frames, fps=30.0)
+    write_video(Path(f"{stem}.mp4"), frames, fps=30.0)  # appended: a UESTC sequence name holds ".avi"
     return stem
 
 
@@ -177,16 +190,20 @@ def write_surreact_clip(
 def write_synadl_clip(
     root: Path, name: str = "A023_P102_G003_C021", t: int = 4, height: int = 36, width: int = 64,
     joints_cm: np.ndarray | None = None, scores: np.ndarray | None = None, video_frames: int | None = None,
-    data: list | None = None,
+    data: list | None = None, first_index: int = 0,
 ) -> tuple[Path, Path]:  # fmt: skip
-    """RGB/<name>.avi + Openpose/{2DJ,3DJ}/<name>.json. `joints_cm` is `[T,25,3]` BODY_25, y up."""
+    """RGB/<name>.avi + Openpose/{2DJ,3DJ}/<name>.json. `joints_cm` is `[T,25,3]` BODY_25, y up.
+
+    `first_index` is the `frame_index` of the first frame: 0, or 1 as in ST-GCN's Kinetics-skeleton
+    JSON, whose style the files follow (which one KIST uses is undocumented).
+    """
     if joints_cm is None:
         joints_cm = np.tile((np.arange(25 * 3, dtype=float).reshape(25, 3) + 100.0)[None], (t, 1, 1))
     if scores is None:
         scores = np.ones((t, 25))
     if data is None:
         skeleton = [{"pose": joints_cm[k].ravel().tolist(), "score": scores[k].tolist()} for k in range(t)]
-        data = [{"frame_index": k, "skeleton": [skeleton[k]]} for k in range(t)]
+        data = [{"frame_index": k + first_index, "skeleton": [skeleton[k]]} for k in range(t)]
     paths = []
     for sub, dims in (("2DJ", 2), ("3DJ", 3)):
         folder = root / "Openpose" / sub

@@ -9,12 +9,13 @@ import numpy as np
 import pytest
 from real_fixtures import AVA_60, AVA_VIDEOS, ava_pbtxt, make_ava, read_index
 
+from pipeline.build import finalize
 from pipeline.config import BuildConfig
 from pipeline.sources import SourceError, get_source
 from pipeline.sources.ava import clip_indices, read_label_map
 from pipeline.sources.base import Quarantine
 
-CONFIG = BuildConfig(frames=4, size=32, label_size=8, options=(("rate", "2"),))
+CONFIG = BuildConfig(frames=4, size=32, label_stride=4, sampling_rate=2)
 V0, V1 = AVA_VIDEOS
 
 
@@ -51,21 +52,34 @@ def test_clip_is_centred_on_the_keyframe(root_name, request):
     sample = source(root).load(items(root)[f"{V0}_0903"])
     assert sample.frame_indices == [86, 88, 90, 92]
     assert [read_index(f) for f in sample.video] == [86, 88, 90, 92]
-    assert sample.video.shape == (4, 32, 32, 3) and sample.orig_hw == (36, 64)
+    assert sample.orig_hw == (36, 64)
+    item = items(root)[f"{V0}_0903"]
+    _, video, _ = finalize(sample, item, "ava", CONFIG, "0" * 16)
+    assert video.shape == (4, 32, 57, 3)  # the whole 16:9 frame, short side 32 (frames or video alike)
     assert sample.extra["ava_key"] == f"{V0},0903" and sample.extra["keyframe_index"] == 90
 
 
 def test_persons_are_grouped_by_box_and_labelled_over_the_60_classes(frames_root):
     sample = source(frames_root).load(items(frames_root)[f"{V0}_0902"])
     boxes, labels = sample.labels["ava_boxes.npy"], sample.labels["ava_labels.npy"]
-    assert boxes.dtype == np.float32 and labels.dtype == np.uint8 and labels.shape == (1, 60)
-    assert [AVA_60[k] for k in np.flatnonzero(labels[0])] == [12, 80]  # one person, two actions
+    assert boxes.dtype == np.float32 and labels.dtype == np.uint8 and labels.shape == (2, 60)
+    assert [AVA_60[k] for k in np.flatnonzero(labels[0])] == [12, 80]  # a person with two actions
+    # --crop none: the boxes are the CSV's, the person at the left edge included
+    np.testing.assert_allclose(boxes, [[0.25, 0.1, 0.5, 0.9], [0.0, 0.1, 0.2, 0.5]])
+    assert sample.extra["persons_cropped_out"] == 0
+    assert sample.label is None and sample.oscc is None
+
+
+def test_a_centre_crop_maps_the_persons_and_counts_those_cut_away(frames_root):
+    config = BuildConfig(frames=4, size=32, label_stride=4, sampling_rate=2, crop="centre")
+    sample = source(frames_root, config).load(items(frames_root, config=config)[f"{V0}_0902"])
+    boxes, labels = sample.labels["ava_boxes.npy"], sample.labels["ava_labels.npy"]
+    assert labels.shape == (1, 60)
     # centre square of 64x36: x in [14, 50) -> left 0.21875, width 0.5625
     np.testing.assert_allclose(
         boxes[0], [(0.25 - 0.21875) / 0.5625, 0.1, (0.5 - 0.21875) / 0.5625, 0.9], atol=1e-6
     )
     assert sample.extra["persons_cropped_out"] == 1  # the person at x <= 0.2 is outside the crop
-    assert sample.label is None and sample.oscc is None
 
 
 def test_actions_outside_the_60_classes_leave_an_unlabelled_person(frames_root):
@@ -74,13 +88,18 @@ def test_actions_outside_the_60_classes_leave_an_unlabelled_person(frames_root):
 
 
 def test_excluded_timestamps_are_skipped_and_proposals_are_attached(frames_root):
-    config = BuildConfig(
-        frames=4, size=32, label_size=8, options=(("proposals", "ava_val_predicted_boxes.csv"), ("rate", "2"))
-    )
+    proposals = (("proposals", "ava_val_predicted_boxes.csv"),)
+    config = BuildConfig(frames=4, size=32, label_stride=4, sampling_rate=2, options=proposals)
     val = items(frames_root, "val", config)
     assert list(val) == [f"{V1}_0902"]
     sample = source(frames_root, config).load(val[f"{V1}_0902"])
     assert len(sample.extra["ava_proposals"]) == 1 and sample.extra["ava_proposals"][0][4] == 0.95
+
+
+def test_excluded_timestamps_file_follows_the_annotation_version(tmp_path):
+    # A v2.1 download ships ava_val_v2.1.csv with ava_val_excluded_timestamps_v2.1.csv (no v2.2 file)
+    make_ava(tmp_path, version="2.1")
+    assert list(items(tmp_path, "val")) == [f"{V1}_0902"]
 
 
 def test_clip_near_the_end_of_the_frames_is_clamped_and_counted(tmp_path):
@@ -121,3 +140,19 @@ def test_missing_ground_truth_is_a_source_error(frames_root, tmp_path):
     (root / "annotations" / "ava_val_v2.2.csv").unlink()
     with pytest.raises(SourceError, match="ava val ground truth"):
         list(source(root).items("val"))
+
+
+def test_a_person_at_the_right_edge_survives_into_the_shard_as_the_csv_box(frames_root, tmp_path):
+    from pipeline.build import build_source
+    from pipeline.reader import iter_samples
+
+    report = build_source("ava", tmp_path, CONFIG, root=frames_root, splits=["train"], workers=0)
+    shard = {s["meta"]["id"]: s for s in iter_samples(report.out_dir)}
+    edge = shard[f"{V0}_0905"]
+    assert edge["video"].shape == (4, 32, 57, 3) and edge["meta"]["hw"] == [32, 57]
+    # mapped back to the full frame (crop_box is the whole frame) it is exactly the CSV row's box
+    top, left, height, width = edge["meta"]["crop_box"]
+    assert (top, left, height, width) == (0, 0, 36, 64)
+    np.testing.assert_allclose(edge["ava_boxes.npy"], [[0.812, 0.3, 1.0, 0.95]], atol=1e-6)
+    both = shard[f"{V0}_0902"]["ava_boxes.npy"]  # the left-edge person is kept too
+    np.testing.assert_allclose(both, [[0.25, 0.1, 0.5, 0.9], [0.0, 0.1, 0.2, 0.5]], atol=1e-6)

@@ -32,7 +32,7 @@ MAKERS = {
 def test_build_writes_verified_shards(name, tmp_path):
     raw = tmp_path / "raw"
     MAKERS[name](raw)
-    config = BuildConfig(frames=4, size=32, label_size=8, max_objects=3, options=(("rate", "2"),))
+    config = BuildConfig(frames=4, size=32, label_stride=4, max_objects=3, sampling_rate=2)
     report = build_source(name, tmp_path / "out", config, root=raw, workers=0)
     assert report.samples > 0
     assert verify(report.out_dir) == []
@@ -40,7 +40,9 @@ def test_build_writes_verified_shards(name, tmp_path):
     assert len(samples) == report.samples
     for sample in samples:
         meta = sample["meta"]
-        assert sample["video"].shape == (4, 32, 32, 3)
+        height, width = meta["orig_hw"]
+        assert sample["video"].shape == (4, 32, (32 * width + height // 2) // height, 3)  # whole frame
+        assert meta["hw"] == list(sample["video"].shape[1:3]) and width > height
         assert meta["padded_frames"] >= 0 and len(meta["frame_indices"]) == 4
         if name == "ego4d" and meta["split"] != "test":
             assert meta["oscc"] in (0, 1) and sample["pnr.npy"].shape == (4,)

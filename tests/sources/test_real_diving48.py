@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 
 import pytest
 from real_fixtures import make_diving48, read_index, write_json
 
 from pipeline.config import BuildConfig
 from pipeline.sources import SourceError, get_source
-from pipeline.sources._real_common import segment_indices
+from pipeline.sources._real_common import stride_indices
 from pipeline.sources.base import Quarantine
 
-CONFIG = BuildConfig(frames=8, size=32, label_size=8)
+CONFIG = BuildConfig(frames=8, size=32, label_stride=4)
 
 
 @pytest.fixture(scope="module")
@@ -33,27 +34,32 @@ def test_labels_come_from_the_vocabulary(root):
     assert (sample.label, sample.label_name) == (2, "Back+15som+25Twis+FREE")
 
 
-def test_start_and_end_frames_are_honoured(root):
-    item = next(i for i in source(root).items("train") if i.id == "_abcdefghij_00001")
-    sample = source(root).load(item)
-    assert sample.frame_indices == [8 + i for i in segment_indices(16, 8)]  # the 16 frames 8..23
+def test_start_and_end_frames_are_honoured_on_request(root):
+    config = replace(CONFIG, options=(("frame_range", "1"),))
+    item = next(i for i in source(root, config).items("train") if i.id == "_abcdefghij_00001")
+    sample = source(root, config).load(item)
+    assert min(sample.frame_indices) >= 8 and max(sample.frame_indices) <= 23  # within frames 8..23
     assert [read_index(f) for f in sample.video] == sample.frame_indices
     assert sample.extra["start_frame"] == 8 and sample.extra["end_frame"] == 23
 
 
-def test_frame_range_can_be_ignored(root):
-    config = BuildConfig(frames=8, size=32, label_size=8, options=(("frame_range", "0"),))
-    item = next(i for i in source(root, config).items("train") if i.id == "_abcdefghij_00001")
-    assert max(source(root, config).load(item).frame_indices) > 23
+def test_whole_video_by_default_as_the_common_loaders_do(root):
+    # start_frame/end_frame have no published meaning and mmaction2 & co. ignore them
+    item = next(i for i in source(root).items("train") if i.id == "_abcdefghij_00001")
+    sample = source(root).load(item)
+    assert min(sample.frame_indices) < 8 or max(sample.frame_indices) > 23
+    assert sample.extra["start_frame"] == 8 and sample.extra["end_frame"] == 23  # still recorded
 
 
 def test_test_split_has_views_and_an_end_frame_past_the_video_is_clipped(root):
-    config = BuildConfig(frames=8, size=32, label_size=8, options=(("views", "2"),))
+    config = BuildConfig(frames=8, size=32, label_stride=4, options=(("frame_range", "1"), ("views", "2")))
     items = list(source(root, config).items("test"))
     assert [i.id for i in items] == ["-mmq0PT-u8k_00156_v0", "-mmq0PT-u8k_00156_v1"]
     samples = [source(root, config).load(i) for i in items]
     # end_frame 20 of a 20-frame video is clipped to frame 19: sampling runs over 20 frames
-    assert samples[1].frame_indices == segment_indices(20, 8, view=1, num_views=2)
+    # the fixed-stride rule: a 8 x 4 window is longer than the 20 frames, so it is clamped to them
+    assert samples[1].frame_indices == stride_indices(20, 8, 4, view=1, num_views=2)
+    assert samples[1].frame_indices == [0, 4, 8, 13, 17, 19, 19, 19]
     assert samples[0].extra["video_id"] == "-mmq0PT-u8k_00156" and samples[0].extra["padded_frames"] == 0
     with pytest.raises(SourceError, match="no official validation"):
         list(source(root).items("val"))

@@ -12,7 +12,7 @@ from pipeline.sources import SourceError, get_source
 from pipeline.sources._real_common import segment_indices
 from pipeline.sources.base import Quarantine
 
-CONFIG = BuildConfig(frames=8, size=32, label_size=8)
+CONFIG = BuildConfig(frames=8, size=32, label_stride=4)
 
 
 @pytest.fixture(scope="module", params=["old", "new"])
@@ -36,13 +36,16 @@ def test_train_items_and_labels_follow_the_labels_file(ssv2_root):
     assert source(ssv2_root).load(items["10"]).label == 2
 
 
-def test_frames_are_uniform_over_the_whole_video_and_decoded_from_those_frames(ssv2_root):
+def test_train_frames_are_one_random_frame_per_segment_decoded_from_those_frames(ssv2_root):
     item = next(i for i in source(ssv2_root).items("train") if i.id == "10")
     sample = source(ssv2_root).load(item)
-    expected = segment_indices(30, 8)
-    assert sample.frame_indices == expected == [2, 5, 9, 12, 16, 20, 23, 27]
-    assert [read_index(frame) for frame in sample.video] == expected
-    assert sample.video.shape == (8, 32, 32, 3)
+    size = (30 - 1) / 8
+    for i, k in enumerate(sample.frame_indices):  # PySlowFast's train mode: uniform in [s, e] of segment i
+        assert round(size * i) <= k <= round(size * (i + 1))
+    assert sample.frame_indices != segment_indices(30, 8)  # not the evaluation rule (seed 0)
+    assert sample.frame_indices == source(ssv2_root).load(item).frame_indices  # deterministic
+    assert [read_index(frame) for frame in sample.video] == sample.frame_indices
+    assert sample.video.shape == (8, 32, 43, 3)  # the whole 96x72 frame
     assert sample.orig_hw == (72, 96)
     assert sample.fps == pytest.approx(12.0)
     assert sample.extra["padded_frames"] == 0 and sample.extra["source_frames"] == 30
@@ -57,7 +60,7 @@ def test_slowfast_middle_rule_is_view_zero_of_one():
 
 
 def test_validation_yields_one_item_per_temporal_view(ssv2_root):
-    config = BuildConfig(frames=8, size=32, label_size=8, options=(("views", "3"),))
+    config = BuildConfig(frames=8, size=32, label_stride=4, options=(("views", "3"),))
     items = list(source(ssv2_root, config).items("val"))
     assert [item.id for item in items] == ["20_v0", "20_v1", "20_v2", "21_v0", "21_v1", "21_v2"]
     samples = [source(ssv2_root, config).load(item) for item in items[:3]]
@@ -69,7 +72,7 @@ def test_validation_yields_one_item_per_temporal_view(ssv2_root):
 
 
 def test_video_shorter_than_the_clip_is_padded_with_its_last_frame(ssv2_root):
-    config = BuildConfig(frames=16, size=32, label_size=8)
+    config = BuildConfig(frames=16, size=32, label_stride=4)
     item = next(i for i in source(ssv2_root, config).items("val") if i.id == "21_v0")
     sample = source(ssv2_root, config).load(item)
     assert sample.frame_indices == list(range(12)) + [11] * 4

@@ -9,7 +9,7 @@ from pipeline.config import BuildConfig
 from pipeline.sources import SourceError, get_source
 from pipeline.sources.base import Quarantine
 
-CONFIG = BuildConfig(frames=4, size=32, label_size=8)
+CONFIG = BuildConfig(frames=4, size=32, label_stride=4)
 
 
 def source(root, config=CONFIG):
@@ -23,7 +23,9 @@ def test_class_folders_give_sorted_class_ids(tmp_path):
     assert sorted(items) == ["jump/b", "walk/a"]
     walk = source(tmp_path).load(items["walk/a"])
     assert (walk.label, walk.label_name) == (1, "walk")
-    assert [read_index(f) for f in walk.video] == walk.frame_indices == [1, 4, 7, 9]
+    assert [read_index(f) for f in walk.video] == walk.frame_indices  # train: random in each segment
+    segments = [(0, 3), (3, 6), (6, 8), (8, 11)]
+    assert all(lo <= k <= hi for k, (lo, hi) in zip(walk.frame_indices, segments, strict=True))
     assert list(source(tmp_path).items("val")) == []
 
 

@@ -24,7 +24,7 @@ from synthetic_fixtures import (
 from pipeline.build import build_source
 from pipeline.config import BuildConfig
 
-CONFIG = BuildConfig(frames=16, size=224, label_size=56)
+CONFIG = BuildConfig(frames=16, size=256, label_stride=4)
 
 
 def _hypersim(root: Path) -> int:
@@ -74,6 +74,6 @@ def test_build_throughput(tmp_path: Path, source: str) -> None:
     report = build_source(source, out, CONFIG, root=raw, splits=["train"], workers=0)
     seconds = time.perf_counter() - start
     assert report.samples == clips and not report.quarantined
-    geometry = f"frames={CONFIG.frames}, size={CONFIG.size}, label_size={CONFIG.label_size}"
+    geometry = f"frames={CONFIG.frames}, size={CONFIG.size}, label_stride={CONFIG.label_stride}"
     rate = f"{clips} clips in {seconds:6.2f} s = {clips / seconds:6.2f} clips/s per worker"
     print(f"\n[bench] {source:12s} {rate} ({geometry})")

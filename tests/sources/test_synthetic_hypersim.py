@@ -14,7 +14,7 @@ from synthetic_fixtures import (
 )
 
 from pipeline.config import BuildConfig
-from pipeline.geometry import crop_and_resize_map
+from pipeline.geometry import frame_geometry, resize_map
 from pipeline.labelspace import load_label_space
 from pipeline.schema import SEGM_IGNORE
 from pipeline.sources.base import Quarantine, SourceError
@@ -67,7 +67,8 @@ def test_rows_outside_the_public_release_are_not_listed(tmp_path: Path) -> None:
 def test_long_trajectory_is_sampled_evenly(tmp_path: Path) -> None:
     write_hypersim(tmp_path, {("ai_001_001", "cam_00"): ("train", 8)})
     source = _source(tmp_path, frames=4)
-    assert source.load(_only(source)).frame_indices == [1, 3, 5, 7]
+    picked = source.load(_only(source)).frame_indices  # train mode: one random frame of each pair
+    assert [k // 2 for k in picked] == [0, 1, 2, 3] and picked != [1, 3, 5, 7]
 
 
 def test_missing_split_csv_is_a_source_error(tmp_path: Path) -> None:
@@ -96,6 +97,7 @@ def test_planar_depth_uses_the_scenes_own_tilt_shift_camera(tmp_path: Path) -> N
     sample = source.load(_only(source))
     np.testing.assert_allclose(sample.labels["depth.npy"].astype(np.float32), 4.0, atol=5e-3)
     assert sample.extra["intrinsics"] == "scene"
+    np.testing.assert_allclose(sample.extra["m_cam_from_uv"], m)  # recorded per scene in meta.json
 
 
 def test_standard_ratio_matches_the_886_81_pixel_focal_snippet() -> None:
@@ -110,18 +112,62 @@ def test_standard_ratio_matches_the_886_81_pixel_focal_snippet() -> None:
 def test_normals_flip_from_opengl_to_opencv_and_are_renormalised(tmp_path: Path) -> None:
     normal = np.zeros((H, W, 3), np.float16)
     normal[..., 2] = 1.0  # OpenGL +z points backward, towards the viewer
-    normal[0, 1] = (0, 1, 0)  # OpenGL up
-    normal[0, 2] = (2, 0, 0)  # not unit length
+    normal[H - 1, 1] = (0, 1, 0)  # OpenGL up, a floor in the lower half of the image: faces the camera
+    normal[0, 2] = (2, 0, 1)  # not unit length (and facing the camera: it is on the image's left)
     normal[0, 3] = (0, 0, 0)  # degenerate (Hypersim issue #26)
     normal[0, 0] = np.nan
     write_hypersim_frame(tmp_path, "ai_001_001", "cam_00", 0, H, W, normal=normal)
     write_hypersim_split(tmp_path, [("ai_001_001", "cam_00", 0, "train")])
     source = _source(tmp_path, frames=1)
-    out = source.load(_only(source)).labels["normal.npy"][0].astype(np.float32)
+    sample = source.load(_only(source))
+    out = sample.labels["normal.npy"][0].astype(np.float32)
     np.testing.assert_array_equal(out[3, 3], [0, 0, -1])  # towards the viewer is -z in OpenCV
-    np.testing.assert_array_equal(out[0, 1], [0, -1, 0])  # up is -y in OpenCV
-    np.testing.assert_array_equal(out[0, 2], [1, 0, 0])
+    np.testing.assert_array_equal(out[H - 1, 1], [0, -1, 0])  # up is -y in OpenCV
+    np.testing.assert_allclose(out[0, 2], np.array([2, 0, -1]) / np.sqrt(5), atol=1e-3)
     assert np.isnan(out[0, 3]).all() and np.isnan(out[0, 0]).all()
+    # (0, 0) has no geometry (NaN depth), so only the zero normal counts as invalid
+    assert sample.extra["normals_invalid"] == 1 and sample.extra["normals_flipped"] == 0
+
+
+def test_normals_facing_away_from_the_camera_are_flipped_and_counted(tmp_path: Path) -> None:
+    # ml-hypersim#26: some normals point into the surface. Seen along its view ray a visible surface
+    # faces the camera (n . ray < 0); one that faces away is flipped, and meta.json counts it.
+    normal = np.zeros((H, W, 3), np.float16)
+    normal[..., 2] = 1.0
+    normal[2, 3] = (0, 0, -1)  # pointing away from the viewer
+    normal[0, 4] = (0, 1, 0)  # "up" at the top of the image: a ceiling seen from its back
+    write_hypersim_frame(tmp_path, "ai_001_001", "cam_00", 0, H, W, normal=normal)
+    write_hypersim_split(tmp_path, [("ai_001_001", "cam_00", 0, "train")])
+    source = _source(tmp_path, frames=1)
+    sample = source.load(_only(source))
+    out = sample.labels["normal.npy"][0].astype(np.float32)
+    np.testing.assert_array_equal(out[2, 3], [0, 0, -1])  # now towards the viewer, like its neighbours
+    np.testing.assert_array_equal(out[0, 4], [0, 1, 0])  # flipped to OpenGL down = OpenCV +y
+    assert sample.extra["normals_flipped"] == 2 and sample.extra["normals_invalid"] == 0
+
+
+def test_camera_csv_is_required_and_names_where_it_comes_from(tmp_path: Path) -> None:
+    # The usual download: scene zips + the split CSV, without metadata_camera_parameters.csv.
+    write_hypersim_frame(tmp_path, "ai_001_001", "cam_00", 0, H, W)
+    write_hypersim_split(tmp_path, [("ai_001_001", "cam_00", 0, "train")], cameras=False)
+    with pytest.raises(
+        SourceError, match=r"metadata_camera_parameters.csv not found .*contrib/mikeroberts3000/"
+    ):
+        list(_source(tmp_path).items("train"))
+    source = _source(tmp_path, frames=1, intrinsics="standard")  # on purpose: the standard camera
+    sample = source.load(_only(source))
+    assert sample.extra["intrinsics"] == "standard"
+    np.testing.assert_allclose(sample.extra["m_cam_from_uv"], STANDARD_M_CAM_FROM_UV)
+
+
+def test_scene_missing_from_the_camera_csv_is_quarantined_without_loading(tmp_path: Path) -> None:
+    write_hypersim(tmp_path, {("ai_001_001", "cam_00"): ("train", 1), ("ai_002_001", "cam_00"): ("train", 1)})
+    write_hypersim_cameras(tmp_path, {"ai_001_001": STANDARD_M_CAM_FROM_UV})
+    items = list(_source(tmp_path).items("train"))
+    assert [i.problem for i in items] == [
+        None,
+        "scene ai_002_001 has no usable row in metadata_camera_parameters.csv",
+    ]
 
 
 def test_tone_mapping_of_a_known_colour(tmp_path: Path) -> None:
@@ -205,9 +251,12 @@ def test_converting_only_the_kept_label_pixels_gives_the_engines_result(tmp_path
     # Frames larger than the label maps: the adapter converts only the pixels the build keeps. The
     # result must equal converting every pixel and letting the engine resample.
     write_hypersim(tmp_path, {("ai_001_001", "cam_00"): ("train", 2)}, height=12, width=20)
-    full = HypersimSource(tmp_path, BuildConfig(frames=2, size=8, label_size=8))  # 8 < 12: selects first
-    every = HypersimSource(tmp_path, BuildConfig(frames=2, size=12, label_size=12))  # converts every pixel
+    config = BuildConfig(frames=2, size=8, label_stride=1)
+    full = HypersimSource(tmp_path, config)  # label grid 8x13 < 12x20: selects first
+    every = HypersimSource(tmp_path, BuildConfig(frames=2, size=12, label_stride=1))
     selected, converted = full.load(_only(full)), every.load(_only(every))
-    assert selected.labels["depth.npy"].shape == (2, 8, 8)
+    assert selected.dense_on_label_grid and not converted.dense_on_label_grid
+    assert selected.labels["depth.npy"].shape == (2, 8, 13)
+    geometry = frame_geometry(12, 20, config)
     for name in ("depth.npy", "normal.npy", "segm.npy"):
-        np.testing.assert_array_equal(selected.labels[name], crop_and_resize_map(converted.labels[name], 8))
+        np.testing.assert_array_equal(selected.labels[name], resize_map(converted.labels[name], geometry))

@@ -95,14 +95,46 @@ def test_zero_score_joints_are_missing_and_head_falls_back_to_the_nose(tmp_path:
     np.testing.assert_allclose(pose[K["head"]], [0.0, -0.5, 3.0], atol=1e-5)  # the nose, BODY_25 joint 0
 
 
+def _per_frame_joints(t: int) -> np.ndarray:
+    """Every joint of frame k at x = 100 k cm, so the frame a pose came from can be read back."""
+    joints = _distinct_joints(t)
+    joints[:, :, 0] = 100.0 * np.arange(t)[:, None]
+    return joints
+
+
+@pytest.mark.parametrize("first_index", [0, 1])
+def test_frame_index_base_is_read_from_the_file(tmp_path: Path, first_index: int) -> None:
+    # Undocumented for KIST: 1-based (ST-GCN Kinetics-skeleton style) and 0-based files both load,
+    # and video frame t gets the entry of frame_index t + base.
+    write_synadl_clip(tmp_path, t=4, joints_cm=_per_frame_joints(4), first_index=first_index)
+    sample = _load_only(_source(tmp_path, frames=4))
+    assert sample.extra["frame_index_base"] == first_index and sample.extra["pose_missing_frames"] == 0
+    np.testing.assert_allclose(sample.labels["pose3d.npy"][:, K["neck"], 0], [0.0, 1.0, 2.0, 3.0], atol=1e-6)
+
+
+def test_a_few_missing_entries_are_tolerated_and_recorded(tmp_path: Path) -> None:
+    joints = _per_frame_joints(6)
+    pose_path, _ = write_synadl_clip(tmp_path, t=6, joints_cm=joints, first_index=1)
+    data = json.loads(pose_path.read_text())
+    data["data"] = [e for e in data["data"] if e["frame_index"] not in (3, 6)]  # frames 2 and 5 (last)
+    pose_path.write_text(json.dumps(data))
+    sample = _load_only(_source(tmp_path, frames=6))
+    pose = sample.labels["pose3d.npy"][:, K["neck"], 0]
+    assert sample.extra["frame_index_base"] == 1 and sample.extra["pose_missing_frames"] == 2
+    assert np.isnan(pose[[2, 5]]).all()
+    np.testing.assert_allclose(pose[[0, 1, 3, 4]], [0.0, 1.0, 3.0, 4.0], atol=1e-6)
+    with pytest.raises(Quarantine, match="2 of 6 video frames have no 3DJ entry"):
+        _load_only(_source(tmp_path, frames=6, kist_missing_frames="1"))
+
+
 @pytest.mark.parametrize("damage, reason", [
     ("no_annotations", "no annotations"),
-    ("frame_mismatch", "frame counts disagree: video 5, 3DJ 4"),
+    ("pose_longer", "frame_index 0..4 does not fit a video of 4 frames"),
     ("missing_video", "missing file A023_P102_G003_C021.avi"),
     ("bad_json", "unreadable JSON"),
 ])  # fmt: skip
 def test_bad_clips_are_quarantined_with_their_reason(tmp_path: Path, damage: str, reason: str) -> None:
-    pose, video = write_synadl_clip(tmp_path, t=4, video_frames=5 if damage == "frame_mismatch" else None)
+    pose, video = write_synadl_clip(tmp_path, t=5 if damage == "pose_longer" else 4, video_frames=4)
     if damage == "no_annotations":
         pose.write_text(json.dumps({"data": []}))
     elif damage == "missing_video":

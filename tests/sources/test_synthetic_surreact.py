@@ -11,7 +11,7 @@ from synthetic_fixtures import write_surreact_clip
 from pipeline.config import BuildConfig
 from pipeline.labelspace import load_label_space
 from pipeline.schema import KINECT_JOINTS, SEGM_IGNORE
-from pipeline.sources._synthetic_common import SMPL_JOINTS
+from pipeline.sources._synthetic_common import SMPL_JOINTS, smpl_to_kinect
 from pipeline.sources.base import Quarantine, SourceError
 from pipeline.sources.surreact import SurreactSource
 
@@ -52,6 +52,23 @@ def test_release_layout_lists_clips_per_split_and_loads_without_depth(tmp_path: 
     assert sample.extra["segm_space"] == "unified" and sample.extra["view"] == 0
 
 
+def test_uestc_names_keep_the_avi_inside_the_stem(tmp_path: Path) -> None:
+    # Released UESTC layout: train/a0_d1_p001_c1_color.avi/a0_d1_p001_c1_color.avi_v045_r00.mp4 with
+    # its _info.mat / _segm.mat beside it. Path.with_suffix would look for a0_d1_p001_c1_color.mp4.
+    stem = write_surreact_clip(tmp_path, "train", "a0_d1_p001_c1_color.avi", view=45, t=3)
+    assert Path(f"{stem}.mp4").name == "a0_d1_p001_c1_color.avi_v045_r00.mp4"
+    sample = _load_only(_source(tmp_path))
+    assert sample.video.shape == (2, 24, 32, 3) and sample.extra["view"] == 45
+    assert set(sample.labels) == {"segm.npy", "pose3d.npy"}
+
+
+def test_options_are_checked_before_any_work(tmp_path: Path) -> None:
+    with pytest.raises(SourceError, match="surreact_depth must be one of planar, radial, got 'bogus'"):
+        _source(tmp_path, surreact_depth="bogus")
+    with pytest.raises(SourceError, match="source surreact has no option 'surreact_dpth'"):
+        _source(tmp_path, surreact_dpth="radial")
+
+
 def test_missing_split_folder_is_a_source_error(tmp_path: Path) -> None:
     with pytest.raises(SourceError, match="no train/"):
         list(_source(tmp_path).items("train"))
@@ -78,8 +95,10 @@ def test_depth_is_used_when_the_generator_wrote_it(tmp_path: Path) -> None:
 def test_long_clip_is_sampled_evenly_and_frames_follow(tmp_path: Path) -> None:
     write_surreact_clip(tmp_path, t=8)
     sample = _load_only(_source(tmp_path, frames=4))
-    assert sample.frame_indices == [1, 3, 5, 7] and sample.extra["padded_frames"] == 0
-    np.testing.assert_allclose(sample.video[:, 5, 5, 0], [15, 35, 55, 75], atol=3)  # grey = 10 t + 5
+    picked = sample.frame_indices  # train mode: one random frame in each of 4 equal segments
+    assert [k // 2 for k in picked] == [0, 1, 2, 3] and sample.extra["padded_frames"] == 0
+    grey = [10 * k + 5 for k in picked]
+    np.testing.assert_allclose(sample.video[:, 5, 5, 0], grey, atol=3)  # grey = 10 t + 5: frames follow
 
 
 def test_short_clip_is_padded_with_its_last_frame(tmp_path: Path) -> None:
@@ -112,25 +131,45 @@ def test_smpl_to_kinect_order_left_right_and_missing_joints(tmp_path: Path) -> N
     write_surreact_clip(tmp_path, view=0, t=2, joints3d=_spread_joints(2))
     pose = _load_only(_source(tmp_path)).labels["pose3d.npy"][0]
     x = {name: pose[K[name], 0] for name in KINECT_JOINTS}
+    # SURREACT's kinect2smpl (training/datasets/ntu.py): Kinect hand <-> SMPL wrist, Kinect hand
+    # tip <-> SMPL hand; Kinect's wrists and thumbs have no SMPL joint.
     expected = {
         "spine_base": "pelvis", "spine_mid": "spine1", "neck": "neck", "head": "head",
-        "spine_shoulder": "spine3", "shoulder_left": "l_shoulder", "wrist_left": "l_wrist",
-        "hand_left": "l_hand",
+        "spine_shoulder": "spine3", "shoulder_left": "l_shoulder", "hand_left": "l_wrist",
+        "handtip_left": "l_hand",
         "hip_left": "l_hip", "foot_left": "l_foot", "shoulder_right": "r_shoulder", "elbow_right": "r_elbow",
-        "hand_right": "r_hand", "knee_right": "r_knee", "ankle_right": "r_ankle",
+        "hand_right": "r_wrist", "handtip_right": "r_hand", "knee_right": "r_knee", "ankle_right": "r_ankle",
     }  # fmt: skip
     for kinect, smpl in expected.items():
         assert x[kinect] == pytest.approx(0.01 * S[smpl], abs=1e-5), kinect
-    for missing in ("handtip_left", "thumb_left", "handtip_right", "thumb_right"):
+    for missing in ("wrist_left", "thumb_left", "wrist_right", "thumb_right"):
         assert np.isnan(pose[K[missing]]).all()
     assert np.isfinite(pose).all(axis=1).sum() == 21
+
+
+def test_known_pose_keeps_anatomical_left_on_the_left() -> None:
+    # SMPL's rest pose faces +z with y up, so its anatomical left is +x (l_hip x > 0). A camera in
+    # front of it (OpenCV: x right, y down, z forward = world -z) sees the person's left on the
+    # image's right. Kinect labels are the person's own left/right too, so hip_left must be at +x.
+    # (SURREACT's loader pairs SMPL left with Kinect right only together with negating z, i.e. a
+    # mirror image of the skeleton; without the mirror, left stays left.)
+    rest = np.zeros((1, 24, 3), np.float32)
+    for name, x in (("l_hip", 0.06), ("r_hip", -0.06), ("l_wrist", 0.7), ("r_wrist", -0.7),
+                    ("l_hand", 0.78), ("r_hand", -0.78)):  # fmt: skip
+        rest[0, S[name], 0] = x
+    camera = rest * np.array([1.0, -1.0, -1.0], np.float32) + np.array([0.0, 0.0, 3.0], np.float32)
+    pose = smpl_to_kinect(camera)[0]
+    assert pose[K["hip_left"], 0] > 0 > pose[K["hip_right"], 0]
+    assert pose[K["handtip_left"], 0] > pose[K["hand_left"], 0] > 0  # the tip lies beyond the wrist
+    mirrored = smpl_to_kinect(camera * np.array([-1.0, 1.0, 1.0], np.float32), swap_left_right=True)[0]
+    np.testing.assert_allclose(mirrored[K["hip_left"], 0], -pose[K["hip_right"], 0])
 
 
 def test_swap_option_pairs_smpl_left_with_kinect_right(tmp_path: Path) -> None:
     write_surreact_clip(tmp_path, view=0, t=2, joints3d=_spread_joints(2))
     pose = _load_only(_source(tmp_path, surreact_swap_lr="1")).labels["pose3d.npy"][0]
     assert pose[K["hip_left"], 0] == pytest.approx(0.01 * S["r_hip"], abs=1e-5)
-    assert pose[K["hand_right"], 0] == pytest.approx(0.01 * S["l_hand"], abs=1e-5)
+    assert pose[K["hand_right"], 0] == pytest.approx(0.01 * S["l_wrist"], abs=1e-5)
 
 
 def test_multi_person_joints_take_the_first_person(tmp_path: Path) -> None:
@@ -158,7 +197,7 @@ def test_joints2d_consistency_is_reported(tmp_path: Path) -> None:
 @pytest.mark.parametrize("damage, reason", [
     ("segm_short", "frame counts disagree: video 4, info 4, segm 3"),
     ("no_segm", "missing file S001C001P001R001A001_v000_r00_segm.mat"),
-    ("bad_video", "cannot read video"),
+    ("bad_video", r"_v000_r00\.mp4: cannot decode"),
     ("bad_segm_value", "part index 30 > 24"),
 ])  # fmt: skip
 def test_bad_clips_are_quarantined_with_their_reason(tmp_path: Path, damage: str, reason: str) -> None:
@@ -167,6 +206,6 @@ def test_bad_clips_are_quarantined_with_their_reason(tmp_path: Path, damage: str
     if damage == "no_segm":
         Path(f"{stem}_segm.mat").unlink()
     elif damage == "bad_video":
-        stem.with_suffix(".mp4").write_bytes(b"not a video at all")
+        Path(f"{stem}.mp4").write_bytes(b"not a video at all")
     with pytest.raises(Quarantine, match=reason):
         _load_only(_source(tmp_path, frames=4))

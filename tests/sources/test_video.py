@@ -10,6 +10,7 @@ import pytest
 from real_fixtures import add_rotation, colour_block_frames, corrupt, encode, index_frames, read_index
 
 from pipeline import video
+from pipeline.geometry import stored_geometry
 from pipeline.video import VideoError, decode, decode_window, ffmpeg_exe, frame_count, probe, sample_clip
 
 
@@ -22,19 +23,42 @@ def indices_of(clip):
     return [read_index(frame) for frame in clip.frames]
 
 
-def test_sample_clip_picks_frames_by_decoded_index_and_crops_the_centre_square(clip30):
+def test_sample_clip_picks_frames_by_decoded_index_and_keeps_the_whole_frame(clip30):
     clip = sample_clip(clip30, 24, lambda n: [0, 7, 7, 39])
     assert clip.decoded == 40 and clip.padded == 0
     assert clip.indices == indices_of(clip) == [0, 7, 7, 39]
-    assert clip.frames.shape == (4, 24, 24, 3) and clip.frames.dtype == np.uint8
+    assert clip.frames.shape == (4, 24, 32, 3) and clip.frames.dtype == np.uint8  # 48x64 at short side 24
     assert clip.orig_hw == (48, 64) and clip.info.fps == pytest.approx(30.0)
+    assert sample_clip(clip30, 24, lambda n: [0], crop="centre").frames.shape == (1, 24, 24, 3)
 
 
 def test_centre_square_matches_the_engine_geometry(tmp_path):
     frames = np.zeros((2, 40, 80, 3), np.uint8)
     frames[:, :, 20:60] = 255  # only the centre square (x in [20, 60)) is white
-    clip = sample_clip(encode(tmp_path / "sq.mp4", frames, 10), 16, lambda n: [0])
+    clip = sample_clip(encode(tmp_path / "sq.mp4", frames, 10), 16, lambda n: [0], crop="centre")
     assert clip.frames[0, :, 1:-1].min() > 200  # every kept column came from the white square
+
+
+def test_a_16_9_video_keeps_its_width_and_its_edges(tmp_path):
+    frames = np.full((2, 36, 64, 3), 255, np.uint8)
+    frames[:, :, :8] = 0  # a dark band at the left edge, outside any centre square
+    clip = sample_clip(encode(tmp_path / "wide.mp4", frames, 10), 18, lambda n: [0])
+    assert clip.frames.shape == (1, 18, 32, 3)
+    assert clip.frames[0, :, :3].max() < 60 and clip.frames[0, :, 5:].min() > 200
+
+
+def test_a_frame_wider_than_max_aspect_keeps_exactly_the_engines_window(tmp_path):
+    # Grey stripes: with flat chroma, 4:2:0 chroma siting cannot differ between the two crops.
+    stripes = ((np.arange(640) * 37) % 256).astype(np.uint8)
+    frames = np.broadcast_to(stripes[None, None, :, None], (2, 200, 640, 3)).copy()
+    path = encode(tmp_path / "pano.mp4", frames, 10)
+    whole = decode(path, 640, 200)  # unscaled
+    clip = sample_clip(path, 200, lambda n: [0], crop="none", max_aspect=2.0)
+    geometry = stored_geometry(200, 640, 200, "none", 2.0)
+    top, left, height, width = geometry.crop_box
+    assert clip.frames.shape[1:3] == geometry.hw == (200, 400) and (top, left) == (0, 120)
+    difference = np.abs(clip.frames[0].astype(int) - whole[0, :, left : left + width])
+    assert difference.max() <= 2
 
 
 def test_indices_past_the_end_repeat_the_last_frame_and_are_counted(clip30):
@@ -76,7 +100,8 @@ def test_rotation_metadata_is_applied_and_orig_hw_is_the_displayed_size(clip30):
 def test_odd_frame_sizes_decode(tmp_path):
     path = encode(tmp_path / "odd.webm", index_frames(9, 61, 97), 12, "vp9")
     clip = sample_clip(path, 33, lambda n: range(n))
-    assert clip.frames.shape == (9, 33, 33, 3) and clip.orig_hw == (61, 97)
+    assert clip.frames.shape == (9, 33, 52, 3) and clip.orig_hw == (61, 97)  # 33 * 97 / 61 = 52.5-
+    assert clip.frames.shape[1:3] == stored_geometry(61, 97, 33).hw
     assert indices_of(clip) == list(range(9))
 
 
@@ -138,7 +163,7 @@ def test_colours_match_ffmpegs_own_rgb_conversion(tmp_path, codec, suffix, size)
     path = encode(tmp_path / f"colour.{suffix}", colour_block_frames(6, 72, 96), 12, codec)
     reference = ffmpeg_rgb(path, size)
     assert reference.min() == 0 and reference.max() == 255  # the fixture really is saturated
-    clip = sample_clip(path, size, lambda n: [1, 4, 5])
+    clip = sample_clip(path, size, lambda n: [1, 4, 5], crop="centre")
     difference = np.abs(clip.frames.astype(int) - reference[[1, 4, 5]])
     assert difference.max() <= 2  # the contract; measured: 0 (the same swscale step as the reference)
 

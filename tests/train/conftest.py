@@ -18,5 +18,6 @@ def train_args(shards: Path, out: Path, *extra: str) -> list[str]:
     return [
         "--shards", str(shards), "--real", "procedural", "--synthetic", "procedural", "--out", str(out),
         "--batch-size", "4", "--synthetic-batch-size", "4", "--workers", "0", "--log-every", "2",
-        "--eval-batch-size", "8", "--no-tensorboard", *extra,
+        "--eval-batch-size", "8", "--no-tensorboard", "--crop-size", "32", "--train-scale", "32", "40",
+        *extra,
     ]  # fmt: skip

@@ -22,6 +22,11 @@ def test_loader_benchmark_prints_both_rates(procedural_build: Path) -> None:
             "12",
             "--batch-size",
             "4",
+            "--crop-size",
+            "32",
+            "--train-scale",
+            "32",
+            "40",
         ]
     )
     assert "MB/s" in lines[0] and all("clips/s" in line for line in lines[1:])

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from pipeline.schema import KINECT_JOINTS, TASK_BIT
-from train.augment import hflip, zoom_crop
+from train.augment import Protocol, SquareWindow, apply_window, hflip
 from train.data import Geometry, MixedBatches, StreamSpec, collate, merge
 from train.plan import StreamPlan
 from train.sources import open_source
@@ -42,7 +42,7 @@ def test_mixing_ratio_and_source_weights_hold_per_batch(procedural_build: Path) 
     source = open_source(procedural_build.parent, "procedural")
     real = _stream("real", source, (1.0,), batch=2, stream_id=0)
     synthetic = _stream("synthetic", source, (3.0, 1.0), batch=6, stream_id=1)  # 3x real, two sources 3:1
-    data = MixedBatches([real, synthetic], 0, 8, Geometry(8, 4, 8), seed=0)
+    data = MixedBatches([real, synthetic], 0, 8, Geometry(Protocol(24, (32, 40), True, 4), 8), seed=0)
     drawn = np.zeros(2)
     for batch in data:
         assert batch["real"]["video"].shape[0] == 2 and batch["synthetic"]["video"].shape[0] == 6
@@ -93,9 +93,8 @@ def test_crop_shifts_boxes_and_drops_those_cropped_away() -> None:
     sample["boxes.npy"][:, 0] = [0.4, 0.4, 0.8, 0.9]  # partly inside the crop
     sample["boxes.npy"][:, 1] = [0.0, 0.0, 0.2, 0.2]  # outside it
     sample["boxes_cls.npy"][:, 1] = 3
-    out = zoom_crop(
-        sample, grid=8, top=4, left=4, label_size=4, stride=4
-    )  # bottom-right quarter of a 2x zoom
+    # the bottom-right quarter of the 16x16 frame, enlarged to 16x16 (label grid 4x4, stride 4)
+    out = apply_window(sample, SquareWindow(top=8, left=8, side=8), Protocol(16, (32, 32), False, 4))
     assert out["video"].shape == (2, 16, 16, 3) and out["depth.npy"].shape == (2, 4, 4)
     assert np.array_equal(out["segm.npy"], sample["segm.npy"][:, 2:, 2:].repeat(2, 1).repeat(2, 2))
     assert np.allclose(out["boxes.npy"][0, 0], [0.0, 0.0, 0.6, 0.8])

@@ -13,9 +13,10 @@ from train.main import main
 
 
 def test_smoke_run_trains_evaluates_logs_and_saves(shards_dir: Path, tmp_path: Path) -> None:
-    out = main(train_args(shards_dir, tmp_path, "--steps", "3", "--eval-spatial-crops", "3"))
+    out = main(train_args(shards_dir, tmp_path, "--steps", "3", "--test-crops", "3"))
     assert out["steps"] == 3
     assert 0.0 <= out["eval"]["real/procedural/top1"] <= 100.0
+    assert out["eval"]["real/procedural/views_per_video"] == 3  # 3 crops x the 1 stored temporal view
     assert {"depth_absrel", "normal_angle_deg", "segm_miou", "pose_mpjpe_mm", "box_iou"} <= {
         key.rsplit("/", 1)[1] for key in out["eval"] if key.startswith("synthetic/")
     }

@@ -40,7 +40,7 @@ def _run(shards: Path, out: Path, synthetic: str = "other") -> None:
 @pytest.mark.parametrize(
     ("edit", "message"),
     [
-        ({"size": 64}, r"sources disagree on size \(procedural=32, other=64\)"),
+        ({"label_stride": 2}, r"sources disagree on label_stride \(procedural=4, other=2\)"),
         ({"frames": 8}, r"sources disagree on frames"),
         ({"config_hash": "0123456789abcdef"}, r"other: manifest rows carry config hash.*mixed; rebuild"),
     ],
@@ -54,8 +54,8 @@ def test_disagreeing_sources_are_refused(two_sources: Path, tmp_path: Path, edit
 
 def test_label_stride_that_the_model_cannot_predict_is_refused(two_sources: Path, tmp_path: Path) -> None:
     for name in ("procedural", "other"):
-        _edit_build(two_sources / name, label_size=16)
-    with pytest.raises(ShardMismatch, match=r"size 32 and label size 16 \(stride 2\).*--label-size 8"):
+        _edit_build(two_sources / name, label_stride=2)
+    with pytest.raises(ShardMismatch, match=r"stride 2 but the model's dense heads predict at stride 4"):
         _run(two_sources, tmp_path / "run")
 
 

@@ -1,0 +1,66 @@
+"""``python -m pvit.bench`` at a tiny size on CPU, and its FLOP count."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from pvit.bench import conv_backward_flop, main
+from torch.utils.flop_counter import FlopCounterMode
+
+TINY = ["--preset", "tiny", "--frames", "4", "--size", "32", "--batch", "2", "--repeats", "1", "--no-params"]
+
+
+def test_bench_runs_on_cpu_and_reports_every_case(capsys: pytest.CaptureFixture[str]) -> None:
+    rows = main([*TINY, "--peak-tflops", "1"])
+    names = [r["name"] for r in rows]
+    assert names[:2] == ["plain", "plain, explicit attention"] and len(rows) == 4
+    assert all(r["seconds"] > 0 and r["clips_per_s"] > 0 and r["mfu"] is not None for r in rows)
+    # Both attention paths are the same model: the same model FLOPs; prompts and heads only add.
+    assert rows[0]["tflop"] == rows[1]["tflop"] < rows[2]["tflop"] < rows[3]["tflop"]
+    assert "explicit / fused attention time" in capsys.readouterr().out
+
+
+def test_bench_cases_subset_and_json(tmp_path) -> None:
+    rows = main([*TINY, "--cases", "pvit", "--json", str(tmp_path / "bench.json")])
+    assert [r["name"].split(" ")[0] for r in rows] == ["plain", "pvit"]
+    saved = json.loads((tmp_path / "bench.json").read_text())
+    assert saved["settings"]["batch"] == 2 and [r["name"] for r in saved["rows"]] == [r["name"] for r in rows]
+    with pytest.raises(SystemExit):
+        main([*TINY, "--cases", "plain,nope"])
+
+
+def test_bench_refuses_cuda_without_a_device(capsys: pytest.CaptureFixture[str]) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    with pytest.raises(SystemExit) as exit_info:
+        main([*TINY, "--device", "cuda"])
+    assert exit_info.value.code == 2
+    assert "no CUDA device" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("groups", [1, 8])
+def test_conv_backward_flops_count_groups(groups: int) -> None:
+    """Each gradient of a conv costs its forward, grouped (MViT's depthwise pools) or not."""
+    conv = torch.nn.Conv3d(8, 8, 3, padding=1, groups=groups, bias=False)
+    x = torch.randn(1, 8, 2, 4, 4, requires_grad=True)
+    with FlopCounterMode(
+        display=False, custom_mapping={torch.ops.aten.convolution_backward: conv_backward_flop}
+    ) as c:
+        conv(x).sum().backward()
+    counts = c.get_flop_counts()["Global"]
+    assert counts[torch.ops.aten.convolution_backward] == 2 * counts[torch.ops.aten.convolution]
+
+
+@pytest.mark.slow
+def test_bench_compiles_on_cpu() -> None:
+    rows = main([*TINY, "--compile"])
+    assert len(rows) == 4 and all(r["seconds"] > 0 for r in rows)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_bench_runs_on_cuda_in_bf16() -> None:
+    rows = main([*TINY, "--device", "cuda", "--dtype", "bf16", "--peak-tflops", "989"])
+    assert all(0 < r["mfu"] < 1 for r in rows)

@@ -1,0 +1,359 @@
+"""What the task heads see on real clips (the paper's Fig. 3 / 5): one row per clip, the frame and each
+synthetic-task head's prediction for it (depth, normals, segmentation, boxes, 3D pose).
+
+    python -m train.visualize --checkpoint runs/demo/checkpoints/step_00000480.pt --shards shards \
+        --source procedural [--count 4] [--frame middle] --out predictions.png
+
+The trainer calls `save_prediction_figure()` at each evaluation: a PNG under `<out>/figures/` and the
+same picture as a TensorBoard image. Colours are `pipeline.show`'s, so a prediction reads like the
+labels of `pvit-pipeline show`. Real clips have no camera, so the predicted pose (metres, camera frame) is
+projected with the source's known camera if it has one, else a nominal 60-degree camera.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import sys
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from pipeline import show
+from pipeline.schema import SEGM_IGNORE
+from train.data import to_device
+
+FIGURE_TASKS = ("depth", "normal", "segm", "boxes", "pose3d")
+NOMINAL_FOV_DEG = 60.0  # horizontal field of view assumed for a real clip's unknown camera
+BOX_MIN_SCORE = 0.5  # a box slot is drawn when P(object) is at least this
+FIGURES = "figures"
+
+
+def nominal_camera(hw: tuple[int, int]) -> tuple[float, float, float, float]:
+    h, w = hw
+    focal = 0.5 * w / math.tan(math.radians(NOMINAL_FOV_DEG) / 2)
+    return focal, focal, w / 2, h / 2
+
+
+def label_spaces(sources: Iterable) -> dict[str, str | None]:
+    """{"segm": space, "boxes": space} of the (synthetic) sources a model was trained on."""
+    sources = list(sources)
+    segm = next((s.segm_space for s in sources if getattr(s, "segm_space", None)), None)
+    boxes = next((s.box_space for s in sources if getattr(s, "box_space", None)), None)
+    return {"segm": segm, "boxes": boxes}
+
+
+@torch.no_grad()
+def predict(
+    model: torch.nn.Module, video: torch.Tensor, device: torch.device, autocast: Callable | None = None
+) -> dict[str, np.ndarray]:
+    """The heads' outputs for uint8 clips `[B, T, H, W, 3]`, as numpy, in display form.
+
+    depth `[B,T,h,w]` metres, normal `[B,T,h,w,3]` unit, segm `[B,T,h,w]` argmax ids, pose3d `[B,T,J,3]`,
+    boxes `[B,T,O,4]` with `boxes_cls` `[B,T,O]` ids and `boxes_score` `[B,T,O]` = P(object).
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        inputs, _ = to_device({"video": video}, device)
+        with autocast() if autocast is not None else torch.autocast(device.type, enabled=False):
+            raw = model(inputs)
+    finally:
+        model.train(was_training)
+    out = {}
+    for task in ("depth", "pose3d", "boxes"):
+        if task in raw:
+            out[task] = raw[task].float().cpu().numpy()
+    if "normal" in raw:
+        out["normal"] = torch.nn.functional.normalize(raw["normal"].float(), dim=-1).cpu().numpy()
+    if "segm" in raw:
+        out["segm"] = raw["segm"].float().argmax(1).cpu().numpy()
+    if "boxes_cls" in raw:
+        probs = raw["boxes_cls"].float().softmax(-1)
+        out["boxes_score"] = (1.0 - probs[..., -1]).cpu().numpy()  # the last logit is "no object"
+        out["boxes_cls"] = probs[..., :-1].argmax(-1).cpu().numpy()
+    if "action" in raw:
+        out["action"] = raw["action"].float().argmax(-1).cpu().numpy()
+    return out
+
+
+def clip_indices(batch: dict, count: int) -> list[int]:
+    """One view per clip: an eval batch holds `views` consecutive crops of each clip."""
+    views = int(batch.get("views", 1) or 1)
+    return list(range(0, len(batch["video"]), views))[:count]
+
+
+def prediction_figure(
+    model: torch.nn.Module,
+    batch: dict,
+    device: torch.device | str = "cpu",
+    autocast: Callable | None = None,
+    **options: object,
+) -> Image.Image:
+    """Rows = clips, columns = the frame and each head's prediction at that frame (middle one by default).
+
+    `batch` is a collated eval batch (`train.data.EvalBatches`): uint8 `video [B, T, H, W, 3]`, optional
+    `views`, `groups`, `action`. `options` are `prediction_sheet`'s (count, spaces, camera, frame, ...).
+    """
+    return prediction_sheet(model, batch, device, autocast, **options).image  # type: ignore[arg-type]
+
+
+def prediction_sheet(
+    model: torch.nn.Module,
+    batch: dict,
+    device: torch.device | str = "cpu",
+    autocast: Callable | None = None,
+    count: int = 4,
+    spaces: dict[str, str | None] | None = None,
+    camera: tuple[float, float, float, float] | None = None,
+    frame: int | None = None,
+    cell: int = 128,
+    title: str = "",
+) -> show.Sheet:
+    """`prediction_figure` with its layout: which cell of the image holds which clip and column."""
+    device = torch.device(device)
+    picks = clip_indices(batch, count)
+    video = torch.as_tensor(batch["video"])[picks]
+    preds = predict(model, video, device, autocast)
+    t_count, h, w = video.shape[1:4]
+    t = t_count // 2 if frame is None else min(max(frame, 0), t_count - 1)
+    size = (max(1, round(w * cell / h)), cell)
+    camera = camera or nominal_camera((h, w))
+    spaces = spaces or {}
+    seg_names = show.class_names(spaces.get("segm"), model_classes(preds, "segm"))
+    box_names = show.class_names(spaces.get("boxes"), model_classes(preds, "boxes_cls"))
+    low, high = show.depth_range(preds["depth"][:, t]) if "depth" in preds else (1.0, 10.0)
+    tasks = [task for task in FIGURE_TASKS if task in preds]
+    rows = []
+    for i, index in enumerate(picks):
+        picture = Image.fromarray(np.asarray(video[i, t])).resize(size, Image.BILINEAR)
+        cells = [picture] + [
+            _cell(task, preds, i, t, picture, (h, w), low, high, box_names, camera) for task in tasks
+        ]
+        side = _side_panel(preds, i, t, seg_names, low, high, cell, first=i == 0)
+        rows.append(show.Row(f"{i + 1}. {_caption(batch, index, preds, i)}", cells, side))
+    header = [title or "task-head predictions", f"frame t={t} of {t_count}; depth log-scaled, one scale"]
+    return show.compose(header, rows, titles=["frame", *tasks], label_w=96)
+
+
+def model_classes(preds: dict, key: str) -> int:
+    if key not in preds:
+        return 0
+    return int(preds[key].max(initial=0)) + 1
+
+
+def _cell(
+    task: str,
+    preds: dict,
+    i: int,
+    t: int,
+    picture: Image.Image,
+    hw: tuple[int, int],
+    low: float,
+    high: float,
+    box_names: list[str],
+    camera: tuple[float, float, float, float],
+) -> Image.Image:
+    size = picture.size
+    if task == "depth":
+        return show.dense_image(show.depth_colors(preds["depth"][i, t], low, high), size)
+    if task == "normal":
+        return show.dense_image(show.normal_colors(preds["normal"][i, t]), size)
+    if task == "segm":
+        return show.dense_image(show.segm_colors(preds["segm"][i, t]), size)
+    if task == "boxes":
+        keep = preds["boxes_score"][i, t] >= BOX_MIN_SCORE if "boxes_score" in preds else slice(None)
+        ids = preds["boxes_cls"][i, t][keep] if "boxes_cls" in preds else np.zeros(0, np.int64)
+        scores = preds["boxes_score"][i, t][keep] if "boxes_score" in preds else np.ones(len(ids))
+        names = [f"{show.name_of(box_names, int(c))} {s:.2f}" for c, s in zip(ids, scores, strict=True)]
+        return show.draw_boxes(
+            picture, preds["boxes"][i, t][keep], names, [show.palette_color(int(c)) for c in ids]
+        )
+    scale = np.array([size[0] / hw[1], size[1] / hw[0]])
+    return show.draw_skeleton(picture, show.project(preds["pose3d"][i, t], camera) * scale)
+
+
+def _side_panel(
+    preds: dict, i: int, t: int, seg_names: list[str], low: float, high: float, cell: int, first: bool
+) -> Image.Image | None:
+    panels = []
+    if first and "depth" in preds:
+        panels.append(show.depth_bar(low, high, cell, False))
+    if "segm" in preds:
+        present = [int(c) for c in np.unique(preds["segm"][i, t]) if c != SEGM_IGNORE]
+        panels.append(
+            show.legend([(show.name_of(seg_names, c), show.palette_color(c)) for c in present], cell)
+        )
+    if not panels:
+        return None
+    out = Image.new("RGB", (sum(p.size[0] for p in panels), cell), show.BACKGROUND)
+    x = 0
+    for panel in panels:
+        out.paste(panel, (x, 0))
+        x += panel.size[0]
+    return out
+
+
+def _caption(batch: dict, index: int, preds: dict, i: int) -> str:
+    groups = batch.get("groups")
+    name = str(groups[index // int(batch.get("views", 1) or 1)]) if groups is not None else f"clip {index}"
+    parts = [name]
+    if "action" in batch and int(batch["action"][index]) >= 0:
+        parts.append(f"label {int(batch['action'][index])}")
+    if "action" in preds:
+        parts.append(f"pred {int(preds['action'][i])}")
+    return " ".join(parts)
+
+
+def save_prediction_figure(
+    model: torch.nn.Module,
+    batch: dict,
+    out_dir: str | Path,
+    step: int,
+    device: torch.device | str = "cpu",
+    autocast: Callable | None = None,
+    writer: object | None = None,
+    **figure_args: object,
+) -> Path:
+    """`<out_dir>/figures/predictions_step_XXXXXXXX.png`, and the same image under `predictions` in
+    TensorBoard when `writer` (a SummaryWriter, e.g. `MetricLogger.writer`) is given."""
+    image = prediction_figure(
+        model, batch, device, autocast, title=f"task-head predictions, step {step}", **figure_args
+    )
+    path = Path(out_dir) / FIGURES / f"predictions_step_{step:08d}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path, optimize=True)
+    if writer is not None:
+        writer.add_image("predictions", np.asarray(image), step, dataformats="HWC")
+    return path
+
+
+# ----------------------------------------------------------------------------- the command
+
+
+class VisualizeError(Exception):
+    """A user mistake (missing file, unreadable checkpoint, unknown source): one line, exit 2."""
+
+
+def load_run(checkpoint_path: Path, shards: Path, device: str):
+    """The trainer's `Run` (model, sources, geometry) rebuilt from the checkpoint's sidecar config."""
+    from train import checkpoint
+    from train.config import TrainConfig
+    from train.distributed import Dist
+    from train.main import prepare
+
+    if not checkpoint_path.is_file():
+        raise VisualizeError(f"--checkpoint {checkpoint_path}: no such file")
+    sidecar = checkpoint_path.with_suffix(".json")
+    try:
+        config = json.loads(sidecar.read_text())["config"]
+    except (OSError, ValueError, KeyError):
+        raise VisualizeError(f"{sidecar}: the checkpoint's config sidecar is missing or unreadable") from None
+    try:
+        state = checkpoint.load(checkpoint_path)
+        weights = state["model"]
+    except Exception as error:  # noqa: BLE001 - any unpickling failure means the same thing to the user
+        reason = f"{type(error).__name__}: {error}".splitlines()[0]
+        raise VisualizeError(f"--checkpoint {checkpoint_path}: unreadable ({reason})") from None
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    values = {k: v for k, v in config.items() if k in known}
+    values.update(shards=str(shards), resume="", pretrained="", workers=0, device=device, stop_after=0)
+    cfg = TrainConfig(**values)
+    use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    target = torch.device("cuda" if use_cuda else "cpu")
+    run = prepare(cfg, Dist(0, 1, 0, target))
+    run.model.load_state_dict(weights)
+    return run
+
+
+def eval_batch(source, geometry, count: int) -> dict:
+    """The first `count` val clips of an opened source (`train.sources.SourceData`), one view each,
+    prepared exactly as the trainer evaluates them."""
+    from train.data import EvalBatches
+
+    split = "val" if "val" in source.splits else next(iter(source.splits), None)
+    if split is None:
+        raise VisualizeError(f"source {source.name}: no samples")
+    return EvalBatches(source, split, "real", 0, 1, count, geometry, views=1).batch(0)
+
+
+def figure_at_eval(run, autocast: Callable | None, step: int, logger: object, count: int = 4) -> Path | None:
+    """The trainer's hook (rank 0, at each evaluation): predictions on the first real source's val clips.
+
+    `run` is `train.main.Run`; the TensorBoard image goes to `logger.writer` when there is one. None when
+    the model has no task heads (modes vpt, plain) or no real source has a val split.
+    """
+    if not getattr(run.model.cfg, "has_heads", False):
+        return None
+    real = next((s for s in run.sources.get("real", []) if "val" in s.splits), None)
+    if real is None:
+        return None
+    batch = eval_batch(real, run.geometry, count)
+    hw = (int(batch["video"].shape[2]), int(batch["video"].shape[3]))
+    spaces = label_spaces(s for group in run.sources.values() for s in group)
+    return save_prediction_figure(
+        run.model,
+        batch,
+        run.cfg.out,
+        step,
+        run.dist.device,
+        autocast,
+        getattr(logger, "writer", None),
+        count=count,
+        spaces=spaces,
+        camera=show.known_camera(real.name, hw),
+    )
+
+
+def main(argv: list[str] | None = None) -> Path:
+    parser = argparse.ArgumentParser(prog="python -m train.visualize", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--checkpoint", type=Path, required=True, help="a trainer checkpoint (step_*.pt)")
+    parser.add_argument("--shards", type=Path, required=True, help="directory holding <source>/build.json")
+    parser.add_argument("--source", required=True, help="the source whose val clips to draw (e.g. ssv2)")
+    parser.add_argument("--count", type=int, default=4, help="clips (rows), default 4")
+    parser.add_argument("--frame", type=int, help="frame index to draw (default: the middle one)")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"))
+    parser.add_argument("--out", type=Path, default=Path("predictions.png"), help="PNG path")
+    args = parser.parse_args(argv)
+    if args.count < 1:
+        raise VisualizeError(f"--count must be at least 1, got {args.count}")
+    run = load_run(args.checkpoint, args.shards, args.device)
+    from train.sources import open_source
+
+    batch = eval_batch(open_source(args.shards, args.source), run.geometry, args.count)
+    spaces = label_spaces(s for group in run.sources.values() for s in group)
+    hw = tuple(int(v) for v in batch["video"].shape[2:4])
+    image = prediction_figure(
+        run.model,
+        batch,
+        run.dist.device,
+        count=args.count,
+        spaces=spaces,
+        camera=show.known_camera(args.source, hw),
+        frame=args.frame,
+        title=f"{args.source} val: task-head predictions of {args.checkpoint}",
+    )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    image.save(args.out, optimize=True)
+    print(args.out)
+    return args.out
+
+
+def cli() -> None:
+    from train.sources import ShardMismatch
+
+    try:
+        main()
+    except (VisualizeError, ShardMismatch, FileNotFoundError, ValueError) as error:
+        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        print(f"train.visualize: error: {message}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    cli()
