@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench lint clean
+.PHONY: demo test bench lint typecheck clean
 
 $(STAMP): pyproject.toml model/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,7 +21,8 @@ demo: $(STAMP)
 	$(BIN)/python -m train.visualize --checkpoint $$(ls runs/demo/checkpoints/step_*.pt | tail -n 1) \
 		--shards shards --source procedural --out runs/demo/predictions.png
 
-test: $(STAMP)
+# What CI runs (.ci/run): lint and format check first (seconds), then the tests.
+test: lint
 	$(BIN)/pytest -q
 
 bench: $(STAMP)
@@ -29,6 +30,11 @@ bench: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+# mypy with the settings in pyproject.toml ([tool.mypy]).
+typecheck: $(STAMP)
+	$(BIN)/mypy pipeline model/pvit train
 
 clean:
 	rm -rf shards/procedural runs

@@ -13,6 +13,7 @@ import contextlib
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from pipeline.build import build_source
 from pipeline.config import BuildConfig
@@ -20,7 +21,10 @@ from pipeline.parallel import local_ray
 from pipeline.reader import iter_samples, shard_paths
 from pipeline.sources.procedural import ProceduralSource
 
-GEOMETRIES = ({"frames": 8, "size": 64, "label_stride": 4}, {"frames": 16, "size": 256, "label_stride": 4})
+GEOMETRIES: tuple[dict[str, Any], ...] = (
+    {"frames": 8, "size": 64, "label_stride": 4},
+    {"frames": 16, "size": 256, "label_stride": 4},
+)
 
 
 def _render_only_rate(config: BuildConfig, samples: int) -> float:

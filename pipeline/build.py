@@ -28,6 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -184,7 +185,8 @@ def fit_geometry(
         raise SampleError(f"video: {video.dtype} {video.shape}, expected uint8 [T,H,W,3]")
     if video.shape[0] != config.frames:
         raise SampleError(f"video has {video.shape[0]} frames, expected {config.frames}")
-    geometry = frame_geometry(*(sample.orig_hw or video.shape[1:3]), config)
+    height, width = sample.orig_hw or video.shape[1:3]
+    geometry = frame_geometry(height, width, config)
     labels = {
         name: _as_member_dtype(name, array) for name, array in sample.labels.items() if name in MEMBER_SPECS
     }
@@ -321,7 +323,7 @@ def build_unit(job: UnitJob) -> UnitResult:
             continue
         try:
             meta, video, labels = finalize(adapter.load(item), item, job.source, job.config, job.config_hash)
-        except Exception as error:  # noqa: BLE001 - any failure of one input quarantines that input only
+        except Exception as error:  # any failure of one input quarantines that input only
             rows.append(manifest_row(**base, status="quarantined", reason=_one_line(error), mask=0))
             continue
         members.append((key, encode_members(meta, video, labels, job.config.codec, job.config.jpeg_quality)))
@@ -330,7 +332,7 @@ def build_unit(job: UnitJob) -> UnitResult:
                 **base, status="ok", mask=meta["mask"], label=meta["label"], frames=len(video), hw=meta["hw"]
             )
         )
-    part = {
+    part: dict[str, Any] = {
         "fingerprint": job.unit.fingerprint,
         "config_hash": job.config_hash,
         "split": job.unit.split,
@@ -561,7 +563,7 @@ def _previous_hash(out_dir: Path) -> str | None:
     """The config hash the directory holds: from build.json, else from any part on disk."""
     try:
         return read_build(out_dir)["config_hash"]
-    except Exception:  # noqa: BLE001 - an unreadable or missing build.json just means "look at the parts"
+    except Exception:  # an unreadable or missing build.json just means "look at the parts"
         pass
     for path in sorted((out_dir / PARTS).glob("*.json")):
         try:
@@ -580,7 +582,7 @@ def _commit_intact(out_dir: Path, parts: dict[str, dict]) -> bool:
     try:
         listed = {(s["name"], s["bytes"], s["sha256"]) for s in read_build(out_dir)["shards"]}
         rows = pq.read_metadata(out_dir / MANIFEST).num_rows
-    except Exception:  # noqa: BLE001 - any unreadable or missing file means "repair"
+    except Exception:  # any unreadable or missing file means "repair"
         return False
     held = {(p["shard"], p["bytes"], p["sha256"]) for p in parts.values() if p["shard"] is not None}
     return (

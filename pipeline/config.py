@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
+from typing import overload
 
 FORMAT_VERSION = 2  # bump when the shard layout itself changes (2: full frames, label stride, views)
 CODECS = ("npy", "jpeg")
@@ -70,6 +71,10 @@ class BuildConfig:
         """Whether the whole frame is kept (`--crop none`) rather than its centre square."""
         return self.crop == "none"
 
+    @overload
+    def option(self, name: str, default: str) -> str: ...
+    @overload
+    def option(self, name: str, default: None = None) -> str | None: ...
     def option(self, name: str, default: str | None = None) -> str | None:
         """The value of adapter option `name` (`--option name=value`), or `default`."""
         return dict(self.options).get(name, default)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -47,7 +48,7 @@ class BuildDirError(Exception):
     """A source directory is not a finished build; one line saying why."""
 
 
-def manifest_row(**fields: object) -> dict:
+def manifest_row(**fields: Any) -> dict:
     """A manifest row with every `has_<task>` column filled from `mask`."""
     mask = int(fields.get("mask") or 0)
     row = {name: fields.get(name) for name in MANIFEST_SCHEMA.names}

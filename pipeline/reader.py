@@ -28,7 +28,7 @@ def decode_sample(key: str, members: dict[str, bytes]) -> dict:
         for name in members:
             if name in LABEL_MEMBERS:
                 sample[name] = decode_npy(members[name])
-    except Exception as error:  # noqa: BLE001 - json, npy and JPEG decoders fail in different ways
+    except Exception as error:  # json, npy and JPEG decoders fail in different ways
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise SampleError(f"{key}: {name} does not parse ({first})") from None
     return sample
@@ -86,7 +86,8 @@ def stray_files(source_dir: Path | str) -> list[str]:
 def _verify_shard(
     path: Path, shard: dict, rows: dict[str, dict], config_hash: str, seen: set[str]
 ) -> list[str]:
-    problems, count = [], 0
+    problems: list[str] = []
+    count = 0
     try:
         for key, members in read_shard(path):
             count += 1
@@ -94,7 +95,7 @@ def _verify_shard(
             problems.extend(
                 f"{shard['name']}: {key}: {p}" for p in _verify_sample(key, members, rows, config_hash)
             )
-    except Exception as error:  # noqa: BLE001 - a corrupt tar is a finding, not a crash
+    except Exception as error:  # a corrupt tar is a finding, not a crash
         problems.append(f"{shard['name']}: unreadable tar ({error})")
     if count != shard["samples"]:
         problems.append(f"{shard['name']}: {count} samples, build.json says {shard['samples']}")
@@ -106,7 +107,7 @@ def _verify_sample(key: str, members: dict[str, bytes], rows: dict[str, dict], c
         sample = decode_sample(key, members)
         arrays = {name: value for name, value in sample.items() if name in LABEL_MEMBERS}
         validate_sample(sample["meta"], arrays, sample["video"].shape)
-    except Exception as error:  # noqa: BLE001 - undecodable members are findings too
+    except Exception as error:  # undecodable members are findings too
         return [str(error).splitlines()[0] if str(error) else type(error).__name__]
     row, meta = rows.get(key), sample["meta"]
     if row is None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import os
 import re
 import tarfile
@@ -56,7 +57,7 @@ def decode_npy(data: bytes | memoryview, copy: bool = True) -> np.ndarray:
         return np.load(io.BytesIO(data), allow_pickle=False)
     dtype = np.dtype(header.group(1).decode())
     shape = tuple(int(dim) for dim in header.group(3).split(b",") if dim.strip())
-    count = int(np.prod(shape, dtype=np.int64))
+    count = math.prod(shape)
     flat = np.frombuffer(data, dtype=dtype, count=count, offset=end)
     array = flat.reshape(shape, order="F" if header.group(2) == b"True" else "C")
     return array.copy() if copy else array
@@ -184,6 +185,14 @@ def span_members(data: bytearray | bytes) -> dict[str, memoryview]:
     return members
 
 
+def member_bytes(tar: tarfile.TarFile, member: tarfile.TarInfo) -> bytes:
+    """A regular-file member's data (`extractfile` gives None only for links and directories)."""
+    handle = tar.extractfile(member)
+    if handle is None:
+        raise tarfile.ReadError(f"{member.name}: not a regular file")
+    return handle.read()
+
+
 def read_shard(path: Path) -> Iterator[tuple[str, dict[str, bytes]]]:
     """Yield `(key, {member name: bytes})` for every sample of a shard, in order."""
     key, members = None, {}
@@ -196,7 +205,7 @@ def read_shard(path: Path) -> Iterator[tuple[str, dict[str, bytes]]]:
                 yield key, members
                 members = {}
             key = member_key
-            members[name] = tar.extractfile(member).read()
+            members[name] = member_bytes(tar, member)
     if key is not None:
         yield key, members
 

@@ -40,6 +40,7 @@ from PIL import Image, ImageDraw, ImageFont
 from pipeline.manifest import BuildDirError, read_build, read_manifest
 from pipeline.reader import decode_sample
 from pipeline.schema import KINECT_JOINTS, SEGM_IGNORE, tasks_of
+from pipeline.shards import member_bytes
 
 GREY = (128, 128, 128)  # NaN depth / normal, ignored segmentation
 BACKGROUND = (24, 24, 24)
@@ -322,7 +323,7 @@ def read_sample_at(shard: Path, offset: int, size: int) -> dict:
         for member in tar:
             if member.isfile():
                 key, _, name = member.name.partition(".")
-                members[name] = tar.extractfile(member).read()
+                members[name] = member_bytes(tar, member)
     if key is None:
         raise BuildDirError(f"{shard}: no sample at byte {offset}")
     return decode_sample(key, members)
@@ -400,7 +401,7 @@ def depth_bar(low: float, high: float, height: int, has_nan: bool) -> Image.Imag
     strip = depth_colors(values, low, high)[:, None, :].repeat(12, axis=1)
     panel.paste(Image.fromarray(strip), (4, bar_top))
     for value in np.geomspace(low, high, 4):
-        y = bar_bottom - depth_scale(value, low, high) * (bar_bottom - bar_top)
+        y = bar_bottom - float(depth_scale(value, low, high)) * (bar_bottom - bar_top)
         draw.line((16, y, 19, y), fill=TEXT)
         draw.text((21, y - 6), f"{value:.3g} m", fill=TEXT, font=font(10))
     if has_nan:
@@ -506,7 +507,7 @@ def sample_sheet(sample: dict, cell: int = 128, max_frames: int = MAX_FRAMES) ->
     frames = shown_frames(sample, max_frames)
     hw = video.shape[1:3]
     size = (max(1, round(hw[1] * cell / hw[0])), cell)  # PIL (w, h): the frame's aspect ratio kept
-    pictures = [Image.fromarray(video[t]).resize(size, Image.BILINEAR) for t in frames]
+    pictures = [Image.fromarray(video[t]).resize(size, Image.Resampling.BILINEAR) for t in frames]
     rows = [Row("frames", pictures)]
     if "depth.npy" in sample:
         rows.append(_depth_row(sample["depth.npy"], frames, size))

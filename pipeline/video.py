@@ -282,14 +282,16 @@ def _matroska_video_track(data: mmap.mmap, start: int, end: int) -> int | None:
 
 
 def _matroska_frame_count(data: mmap.mmap) -> int | None:
-    video, counts = None, {}
+    video: int | None = None
+    counts: dict[int, int] = {}
     for ident, start, end in _elements(data, 0, len(data)):
         if ident == _TRACKS and video is None:
             video = _matroska_video_track(data, start, end)
         elif ident in (_SIMPLE_BLOCK, _BLOCK):
             track, pos = _ebml_size(data, start)
             laced = data[pos + 2] & 0x06  # flags after the track and a 16-bit timecode
-            counts[track] = counts.get(track, 0) + (data[pos + 3] + 1 if laced else 1)
+            if track is not None:  # None: an all-ones track number, which no track has
+                counts[track] = counts.get(track, 0) + (data[pos + 3] + 1 if laced else 1)
     return counts.get(video) if video is not None else None
 
 
@@ -344,9 +346,9 @@ _FLAGS = ("-hide_banner", "-nostdin", "-nostats", "-xerror")
 
 def _read_into(stream: IO[bytes], buffer: np.ndarray) -> int:
     """Fill `buffer` from `stream` until it is full or the stream ends; return the bytes read."""
-    view, filled = memoryview(buffer), 0
+    view, filled = buffer.data, 0
     while filled < len(buffer):
-        got = stream.readinto(view[filled:])
+        got = stream.readinto(view[filled:])  # type: ignore[attr-defined]  # Popen's stdout is a BufferedReader
         if not got:
             break
         filled += got
@@ -459,10 +461,14 @@ def _framing(stream: ffmpeg.nodes.FilterableStream, size: int, crop: str, max_as
     )
 
 
-def _shape_frames(path: Path | str, flat: np.ndarray, report: str, framing: tuple[int, str, float]):
+# (short side, crop, max aspect) of `pipeline.geometry.stored_geometry`; None keeps the displayed frame.
+Framing = tuple[int, str, float] | None
+
+
+def _shape_frames(path: Path | str, flat: np.ndarray, report: str, framing: Framing) -> np.ndarray:
     """ffmpeg's flat RGB output as `[N, H, W, 3]`, with `H, W` from the source size in its report."""
     height, width = _info(path, report).display_hw
-    out_h, out_w = stored_geometry(height, width, *framing).hw
+    out_h, out_w = (height, width) if framing is None else stored_geometry(height, width, *framing).hw
     frame_bytes = out_h * out_w * 3
     if flat.size % frame_bytes:
         raise VideoError(f"{path}: ffmpeg's output is not a whole number of {out_w}x{out_h} frames")
@@ -523,14 +529,16 @@ def _wanted(path: Path | str, pick: Callable[[int], Sequence[int]], count: int) 
     return wanted
 
 
-def _estimate(framing: tuple[int, str, float]) -> int:
+def _estimate(framing: Framing) -> int:
     """Bytes of one output frame at the widest the framing allows (sizes the read buffer only)."""
+    if framing is None:
+        return 640 * 480 * 3
     size, crop, max_aspect = framing
     return size * int(size * (1.0 if crop == "centre" else max_aspect) + 1) * 3
 
 
 def _cut(
-    path: Path | str, framing: tuple[int, str, float], wanted: list[int], claimed: int
+    path: Path | str, framing: Framing, wanted: list[int], claimed: int
 ) -> tuple[np.ndarray, list[int], str, int]:
     """Decode every frame of `path`, keeping frames `wanted` (those that exist) in one process.
 
@@ -540,7 +548,8 @@ def _cut(
     """
     unique = sorted(set(wanted))
     source = _input(path)
-    stream = _framing(source.filter("select", _selection(unique)), *framing)
+    selected = source.filter("select", _selection(unique))
+    stream = selected.filter("format", "rgb24") if framing is None else _framing(selected, *framing)
     expected = sum(index < claimed for index in unique)
     flat, report = _run(path, stream, _estimate(framing), None, expected_frames=expected, allow_empty=True)
     decoded = _decoded(path, report)
@@ -553,13 +562,15 @@ def _cut(
 
 def sample_clip(
     path: Path | str,
-    size: int,
+    size: int | None,
     pick: Callable[[int], Sequence[int]],
     crop: str = "none",
     max_aspect: float = 2.0,
 ) -> Clip:
     """Frames `pick(num_frames)` of `path`, where frame n is the n-th decoded frame, at short side
-    `size` (the framing of `pipeline.geometry.stored_geometry`: `crop`, `max_aspect`).
+    `size` (the framing of `pipeline.geometry.stored_geometry`: `crop`, `max_aspect`); `size=None`
+    keeps the displayed frame as it is (the synthetic sources, whose label maps are pixel-aligned with
+    it: the engine then frames video and labels alike).
 
     `pick` gets the number of frames and returns the source indices wanted; indices past the end
     repeat the last frame (`Clip.padded` counts them). `pick` may be called more than once (with
@@ -567,7 +578,7 @@ def sample_clip(
     of the count: its answer for the true count is what the clip holds.
     """
     _check_file(path)
-    framing = (size, crop, max_aspect)
+    framing = None if size is None else (size, crop, max_aspect)
     claimed = frame_count(path)
     if claimed is None:
         claimed = _packet_count(path)
@@ -626,48 +637,3 @@ def decode_window(
 
 
 # --- frames at the stored size (synthetic sources) -----------------------------------------------
-
-
-def _cut_stored(path: Path | str, wanted: list[int], claimed: int) -> tuple[np.ndarray, list[int], str, int]:
-    """`_cut` without any framing: the kept frames at the stored (displayed) size, in RGB."""
-    unique = sorted(set(wanted))
-    stream = _input(path).filter("select", _selection(unique)).filter("format", "rgb24")
-    expected = sum(index < claimed for index in unique)
-    flat, report = _run(path, stream, 640 * 480 * 3, None, expected_frames=expected, allow_empty=True)
-    decoded = _decoded(path, report)
-    height, width = _info(path, report).display_hw
-    if flat.size % (height * width * 3):
-        raise VideoError(f"{path}: ffmpeg's output is not a whole number of {width}x{height} frames")
-    frames = flat.reshape(-1, height, width, 3)
-    kept = [index for index in unique if index < decoded]
-    if len(frames) != len(kept):
-        raise VideoError(f"{path}: kept {len(frames)} frames, expected {len(kept)} of {decoded}")
-    return frames, kept, report, decoded
-
-
-def sample_stored(path: Path | str, pick: Callable[[int], Sequence[int]]) -> Clip:
-    """Frames `pick(num_frames)` of `path` at the stored (displayed) size, numbered as `sample_clip` does.
-
-    The decode of the synthetic sources, whose label maps are pixel-aligned with the stored frame:
-    the engine, not ffmpeg, then frames video and labels alike. The frame count is the same checked
-    count as `sample_clip`'s (the container's claim, then the decoder's when they differ, with
-    `pick` asked again), so `pick` may compare it with the labels' frame count and refuse.
-    """
-    _check_file(path)
-    claimed = frame_count(path)
-    if claimed is None:
-        claimed = _packet_count(path)
-    try:
-        wanted: list[int] | None = _wanted(path, pick, claimed)
-    except Exception:  # the claim is unchecked: decode for the true count and ask again below
-        wanted = None
-    frames, kept, report, decoded = _cut_stored(path, wanted or [0], claimed)
-    if decoded == 0:
-        raise VideoError(f"{path}: decoded no frames")
-    if wanted is None or decoded != claimed:
-        wanted = _wanted(path, pick, decoded)
-        frames, kept, report, again = _cut_stored(path, wanted, decoded)
-        if again != decoded:
-            raise VideoError(f"{path}: decoded {decoded} frames, then {again}")
-    chosen, used, padded = _pad(frames, wanted, kept)
-    return Clip(np.ascontiguousarray(chosen), used, padded, _info(path, report), decoded)

@@ -107,7 +107,7 @@ def load(path: Path) -> dict:
     try:
         # weights_only=False: the file holds RNG states (numpy tuples) and was written by this trainer.
         state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as error:  # noqa: BLE001 - torch.load fails in many ways on a non-checkpoint
+    except Exception as error:  # torch.load fails in many ways on a non-checkpoint
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise CheckpointError(f"--resume {path}: not a readable checkpoint ({first[:200]})") from None
     missing = [key for key in REQUIRED if not isinstance(state, dict) or key not in state]

@@ -16,6 +16,7 @@ import yaml
 
 AMP_CHOICES = ("auto", "bf16", "fp16", "off")
 MODE_CHOICES = ("pvit", "mt", "vpt", "plain")
+OPTIMIZER_CHOICES = ("adamw", "adam", "sgd")
 PAIR_FIELDS = ("train_scale", "betas")  # fields given as two numbers
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 VERIFY_CHOICES = ("auto", "on", "off")
@@ -39,7 +40,9 @@ class TrainConfig:
     batch_size: int = 8  # real clips per step, all ranks together
     synthetic_batch_size: int = 8  # synthetic clips per step, all ranks together (paper: 64 + 64)
     max_synthetic_ratio: float = 3.0  # refuse synthetic_batch_size > this x batch_size (paper: at most 3x)
-    lr: float = 1e-3  # peak learning rate (AdamW)
+    optimizer: str = "adamw"  # adamw | adam (L2 weight decay) | sgd (momentum, Nesterov)
+    momentum: float = 0.9  # sgd only
+    lr: float = 1e-3  # peak learning rate
     min_lr_ratio: float = 0.01  # the cosine ends at lr x this
     warmup_steps: int = 0  # linear warmup from 0; counted in optimiser steps
     weight_decay: float = 0.05  # not applied to biases, norms and the model's no_weight_decay() names
@@ -78,6 +81,10 @@ class TrainConfig:
         self.betas = tuple(float(v) for v in self.betas)  # type: ignore[assignment]
         if self.mode not in MODE_CHOICES:
             raise ValueError(f"--mode must be one of {', '.join(MODE_CHOICES)}, got {self.mode!r}")
+        if self.optimizer not in OPTIMIZER_CHOICES:
+            raise ValueError(
+                f"--optimizer must be one of {', '.join(OPTIMIZER_CHOICES)}, got {self.optimizer!r}"
+            )
         if self.amp not in AMP_CHOICES:
             raise ValueError(f"--amp must be one of {', '.join(AMP_CHOICES)}, got {self.amp!r}")
         if self.device not in DEVICE_CHOICES:

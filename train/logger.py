@@ -53,8 +53,17 @@ class MetricLogger(NullLogger):
             self.writer.close()
 
 
-def progress_line(step: int, total: int, losses: dict[str, float], lr: float, clips_per_s: float,
-                  wait_share: float, dt_ms: float) -> str:  # fmt: skip
+def progress_line(
+    step: int,
+    total: int,
+    losses: dict[str, float],
+    lr: float,
+    clips_per_s: float,
+    wait_share: float,
+    dt_ms: float,
+) -> str:
     parts = " ".join(f"{task} {value:.3f}" for task, value in losses.items())
-    return (f"step {step:06d}/{total:06d} | {parts} | lr {lr:.2e} | {dt_ms:.0f} ms/step | "
-            f"clips/s {clips_per_s:.1f} | data wait {100 * wait_share:.0f}%")  # fmt: skip
+    return (
+        f"step {step:06d}/{total:06d} | {parts} | lr {lr:.2e} | {dt_ms:.0f} ms/step | "
+        f"clips/s {clips_per_s:.1f} | data wait {100 * wait_share:.0f}%"
+    )

@@ -121,6 +121,19 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+def make_optimizer(cfg: TrainConfig, model: torch.nn.Module, device: torch.device) -> torch.optim.Optimizer:
+    """AdamW, Adam (the paper's SSv2/Ego4D recipes: L2 weight decay) or SGD with momentum (AVA, SlowFast)."""
+    groups = param_groups(model, cfg.weight_decay)
+    fused = True if device.type == "cuda" else None  # one kernel for all parameters on CUDA
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(
+            groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0, fused=fused
+        )
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(groups, lr=cfg.lr, betas=cfg.betas, fused=fused)
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, fused=fused)
+
+
 def cosine_with_warmup(total: int, warmup: int, min_ratio: float):
     def factor(step: int) -> float:
         if step < warmup:
@@ -174,11 +187,7 @@ def prepare(cfg: TrainConfig, d: Dist) -> Run:
     model.to(d.device)
     streams = make_streams(cfg, d, sources, weights)
     total = cfg.steps or math.ceil(cfg.epochs * streams[0].batches_per_epoch)
-    # fused: one kernel for all parameters on CUDA; elsewhere torch's default (foreach).
-    fused = True if d.device.type == "cuda" else None
-    optimizer = torch.optim.AdamW(
-        param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas, fused=fused
-    )
+    optimizer = make_optimizer(cfg, model, d.device)
     schedule = cosine_with_warmup(total, cfg.warmup_steps, cfg.min_lr_ratio)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     scaler = torch.amp.GradScaler(d.device.type, enabled=cfg.amp == "fp16")

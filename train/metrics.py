@@ -206,15 +206,15 @@ def ava_frame_map(
     groundtruth: AvaBoxes,
     detections: AvaBoxes,
     categories: list[dict],
-    excluded: set[str] = frozenset(),
+    excluded: frozenset[str] | set[str] = frozenset(),
     iou_threshold: float = AVA_IOU,
 ) -> dict:
     """Frame-mAP from already-read boxes: ``{"mAP": float, "per_class": {class id: AP (NaN = no GT)}}``."""
     num_class = max(c["id"] for c in categories)  # the evaluator's class range is 1..max id
     gt_count = np.zeros(num_class + 1, dtype=int)
-    for key, labels in groundtruth.labels.items():
+    for key, gt_ids in groundtruth.labels.items():
         if key not in excluded:
-            np.add.at(gt_count, np.asarray(labels, dtype=int), 1)
+            np.add.at(gt_count, np.asarray(gt_ids, dtype=int), 1)
     per_scores: list[list[np.ndarray]] = [[] for _ in range(num_class + 1)]
     per_tp: list[list[np.ndarray]] = [[] for _ in range(num_class + 1)]
     for key in detections.boxes:

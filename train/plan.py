@@ -104,7 +104,8 @@ class StreamPlan:
     def _draws(self, source: int, epoch: int, count: int) -> np.ndarray:
         """`count` rows of one source: successive fresh shuffles of it (a heavily weighted source repeats,
         each repeat reading the next view of its videos)."""
-        out, cycle = [], 0
+        out: list[np.ndarray] = []
+        cycle = 0
         while sum(len(o) for o in out) < count:
             out.append(self._order(source, epoch + cycle, (self.stream_id, epoch, source + 1, cycle)))
             cycle += 1

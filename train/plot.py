@@ -90,7 +90,7 @@ def plot_runs(run_dirs: list[Path | str], columns: int = 4) -> Figure:
     colours = [f"C{i % 10}" for i in range(len(runs))]
     for index, (kind, name) in enumerate(chosen):
         axes = figure.add_subplot(rows, columns, index + 1)
-        values = []
+        values: list[float] = []
         for run, label, colour in zip(runs, labels, colours, strict=True):
             series = run[kind].get(name)
             if series:

@@ -19,6 +19,7 @@ import math
 import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -27,6 +28,9 @@ from PIL import Image
 from pipeline import show
 from pipeline.schema import SEGM_IGNORE
 from train.data import to_device
+
+if TYPE_CHECKING:  # the type only: tensorboard is imported where a run logs to it
+    from torch.utils.tensorboard import SummaryWriter
 
 FIGURE_TASKS = ("depth", "normal", "segm", "boxes", "pose3d")
 NOMINAL_FOV_DEG = 60.0  # horizontal field of view assumed for a real clip's unknown camera
@@ -131,7 +135,7 @@ def prediction_sheet(
     tasks = [task for task in FIGURE_TASKS if task in preds]
     rows = []
     for i, index in enumerate(picks):
-        picture = Image.fromarray(np.asarray(video[i, t])).resize(size, Image.BILINEAR)
+        picture = Image.fromarray(np.asarray(video[i, t])).resize(size, Image.Resampling.BILINEAR)
         cells = [picture] + [
             _cell(task, preds, i, t, picture, (h, w), low, high, box_names, camera) for task in tasks
         ]
@@ -217,7 +221,7 @@ def save_prediction_figure(
     step: int,
     device: torch.device | str = "cpu",
     autocast: Callable | None = None,
-    writer: object | None = None,
+    writer: SummaryWriter | None = None,
     **figure_args: object,
 ) -> Path:
     """`<out_dir>/figures/predictions_step_XXXXXXXX.png`, and the same image under `predictions` in
@@ -257,7 +261,7 @@ def load_run(checkpoint_path: Path, shards: Path, device: str):
     try:
         state = checkpoint.load(checkpoint_path)
         weights = state["model"]
-    except Exception as error:  # noqa: BLE001 - any unpickling failure means the same thing to the user
+    except Exception as error:  # any unpickling failure means the same thing to the user
         reason = f"{type(error).__name__}: {error}".splitlines()[0]
         raise VisualizeError(f"--checkpoint {checkpoint_path}: unreadable ({reason})") from None
     known = {f.name for f in dataclasses.fields(TrainConfig)}
@@ -327,14 +331,14 @@ def main(argv: list[str] | None = None) -> Path:
 
     batch = eval_batch(open_source(args.shards, args.source), run.geometry, args.count)
     spaces = label_spaces(s for group in run.sources.values() for s in group)
-    hw = tuple(int(v) for v in batch["video"].shape[2:4])
+    h, w = (int(v) for v in batch["video"].shape[2:4])
     image = prediction_figure(
         run.model,
         batch,
         run.dist.device,
         count=args.count,
         spaces=spaces,
-        camera=show.known_camera(args.source, hw),
+        camera=show.known_camera(args.source, (h, w)),
         frame=args.frame,
         title=f"{args.source} val: task-head predictions of {args.checkpoint}",
     )

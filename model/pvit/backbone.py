@@ -60,9 +60,7 @@ def block_settings(cfg: PViTConfig) -> list[tvm.MSBlockConfig]:
     return settings
 
 
-def _pool_tokens(
-    pool: nn.Module | None, x: torch.Tensor, thw: Thw, n_prefix: int
-) -> tuple[torch.Tensor, Thw]:
+def _pool_tokens(pool: tvm.Pool | None, x: torch.Tensor, thw: Thw, n_prefix: int) -> tuple[torch.Tensor, Thw]:
     """torchvision ``Pool.forward`` with ``n_prefix`` leading tokens passed through unpooled.
 
     ``x`` is ``(B, heads, N, C)`` (q/k/v) or ``(B, N, C)`` (block skip). The pool's norm runs after the
@@ -75,6 +73,9 @@ def _pool_tokens(
         x = x.unsqueeze(1)
     prefix, grid = x[:, :, :n_prefix], x[:, :, n_prefix:]
     b, g, _, c = grid.shape
+    # contiguous(): with one head the reshape is a channels-last view of the fused qkv, and oneDNN's bf16
+    # depthwise Conv3d (CPUs with AMX/AVX512-BF16) returns a wrong, run-to-run varying weight gradient
+    # for channels-last input, sometimes 1e10 or inf from uninitialised memory. A no-op when reshape copied.
     grid = grid.transpose(2, 3).reshape(b * g, c, *thw)
     if pool.norm_before_pool and pool.norm_act is not None:
         grid = pool.norm_act(grid)
@@ -179,7 +180,7 @@ def _attention(
 class PrefixBlock(tvm.MultiscaleBlock):
     """torchvision's MViT block (same submodules and keys) whose forward takes the prefix length."""
 
-    def forward(  # type: ignore[override]
+    def forward(
         self, x: torch.Tensor, thw: Thw, n_prefix: int = 1, fused: bool = True
     ) -> tuple[torch.Tensor, Thw]:
         if self.needs_transposal:

@@ -19,7 +19,9 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -127,8 +129,9 @@ def step_flops(case: Case, video: torch.Tensor, targets: dict, loss_fn: MultiTas
     """
     backbone = case.model.backbone
     saved, backbone.attention = backbone.attention, "explicit"
-    plain_case = Case(case.name, case.model, case.backbone_only, case.model.backbone if case.backbone_only
-                      else case.model)  # fmt: skip
+    plain_case = Case(
+        case.name, case.model, case.backbone_only, case.model.backbone if case.backbone_only else case.model
+    )
     try:
         mapping = {torch.ops.aten.convolution_backward: conv_backward_flop}
         with FlopCounterMode(display=False, custom_mapping=mapping) as counter:
@@ -148,8 +151,9 @@ def param_table(preset: str, num_classes: int, num_seg: int) -> list[tuple[str, 
     for mode in ("plain", "pvit", "mt", "vpt"):
         model = build_model(preset, mode, num_classes=num_classes, num_seg_classes=num_seg, num_box_classes=3)
         rows.append((f"{preset} {mode} ({num_classes} classes)", _count(model), _count(model, True)))
-        if mode == "pvit":
-            rows.append(("  of which prompt tokens", model.backbone.prompt_tokens.numel(), 0))
+        prompts = model.backbone.prompt_tokens
+        if mode == "pvit" and prompts is not None:
+            rows.append(("  of which prompt tokens", prompts.numel(), 0))
             for task, head in model.heads.items():
                 rows.append((f"  of which {task} head", _count(head), 0))
     return rows
@@ -199,10 +203,17 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 
 
 def _cases(args: argparse.Namespace, device: torch.device, num_classes: int, num_seg: int) -> list[Case]:
-    def build(mode: str, **overrides: object) -> PViT:
+    def build(mode: str, **overrides: Any) -> PViT:
         torch.manual_seed(0)
-        return build_model(args.preset, mode, num_classes=num_classes, num_seg_classes=num_seg,
-                           num_box_classes=3, **overrides).to(device).train()  # fmt: skip
+        model = build_model(
+            args.preset,
+            mode,
+            num_classes=num_classes,
+            num_seg_classes=num_seg,
+            num_box_classes=3,
+            **overrides,
+        )
+        return model.to(device).train()
 
     wrap = torch.compile if args.compile else (lambda m: m)
     plain = build("plain")
@@ -267,16 +278,21 @@ def main(argv: list[str] | None = None) -> list[dict]:
     batch = _fit_batch(args, cases, device, num_classes, num_seg, loss_fn, autocast)
     video, targets = _inputs(args, batch, cases[0].model.cfg, device, num_classes, num_seg)
     medians = _interleaved(
-        {c.name: (lambda c=c: _step(c, video, targets, loss_fn, autocast)) for c in cases},
+        {c.name: partial(_step, c, video, targets, loss_fn, autocast) for c in cases},
         args.repeats,
         warmup=2 if args.compile else 1,
     )
     flops = {c.name: step_flops(c, video, targets, loss_fn) for c in cases}
-    rows = [
-        {"name": c.name, "seconds": medians[c.name], "clips_per_s": batch / medians[c.name],
-         "tflop": flops[c.name] / 1e12, "tflops": flops[c.name] / 1e12 / medians[c.name]}
+    rows: list[dict[str, Any]] = [
+        {
+            "name": c.name,
+            "seconds": medians[c.name],
+            "clips_per_s": batch / medians[c.name],
+            "tflop": flops[c.name] / 1e12,
+            "tflops": flops[c.name] / 1e12 / medians[c.name],
+        }
         for c in cases
-    ]  # fmt: skip
+    ]
     for row in rows:
         row["mfu"] = row["tflops"] / args.peak_tflops if args.peak_tflops else None
         row["ratio_to_plain"] = row["seconds"] / rows[0]["seconds"]
@@ -305,8 +321,10 @@ def _print_table(args: argparse.Namespace, batch: int, rows: list[dict]) -> None
     for r in rows:
         mfu = f"{100 * r['mfu']:5.1f}%" if r["mfu"] is not None else "     -"
         ms, gflop, ratio = 1000 * r["seconds"], 1000 * r["tflop"], r["ratio_to_plain"]
-        print(f"  {r['name']:<46} {ms:9.1f} {r['clips_per_s']:8.2f} {gflop:10.1f} {r['tflops']:8.3f} "
-              f"{mfu:>6} {ratio:6.3f}")  # fmt: skip
+        print(
+            f"  {r['name']:<46} {ms:9.1f} {r['clips_per_s']:8.2f} {gflop:10.1f} {r['tflops']:8.3f} "
+            f"{mfu:>6} {ratio:6.3f}"
+        )
     explicit = next((r for r in rows if "explicit" in r["name"]), None)
     if explicit:
         print(f"explicit / fused attention time (plain backbone): {explicit['ratio_to_plain']:.3f}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Any
 
 from .tasks import DENSE_TASKS, DOWNSTREAM_TASKS, NUM_AVA_CLASSES, SYNTHETIC_TASKS
 
@@ -126,7 +127,7 @@ PRESETS: dict[str, PViTConfig] = {
 }
 
 
-def get_config(preset: str = "tiny", **overrides: object) -> PViTConfig:
+def get_config(preset: str = "tiny", **overrides: Any) -> PViTConfig:
     """A preset with fields replaced by ``overrides`` (validated again)."""
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose from {sorted(PRESETS)}")

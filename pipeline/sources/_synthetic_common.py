@@ -15,7 +15,7 @@ import numpy as np
 from pipeline.config import BuildConfig
 from pipeline.schema import KINECT_JOINTS, NUM_JOINTS
 from pipeline.sources.base import Item, Option, Quarantine, sampling_rng
-from pipeline.video import Clip, VideoError, sample_stored
+from pipeline.video import Clip, VideoError, sample_clip
 
 FRAME_STRIDE = Option(
     "frame_stride",
@@ -146,8 +146,8 @@ def decode_sampled(
 ) -> tuple[Clip, int]:
     """The `sample_frames` frames of a video at its stored size, and how many of them are padding.
 
-    Decoded by the engine's one ffmpeg path (`pipeline.video.sample_stored`): frame n is the n-th
-    decoded frame of a checked frame count. `counts` are the frame counts of the labels that go
+    Decoded by the engine's one ffmpeg path (`pipeline.video.sample_clip`, displayed size): frame n is
+    the n-th decoded frame of a checked frame count. `counts` are the frame counts of the labels that go
     with the video; the clip is quarantined when the video's count differs from any of them.
     """
 
@@ -158,7 +158,7 @@ def decode_sampled(
         return sample_frames(available, config, item)[0]
 
     try:
-        clip = sample_stored(path, pick)
+        clip = sample_clip(path, None, pick)
     except VideoError as error:
         raise Quarantine(str(error)) from None
     return clip, sample_frames(clip.decoded, config, item)[1]

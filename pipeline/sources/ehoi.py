@@ -121,7 +121,7 @@ class EhoiSource(Source):
             except (ValueError, TypeError, KeyError, AssertionError) as error:
                 raise SourceError(f"ehoi: {path.name} is not a COCO instances file ({error})") from None
         names = {c["id"]: normalise_category(c["name"]) for c in coco.dataset.get("categories", [])}
-        images_dir = Path(self.root) / "images"
+        images_dir = self.root_dir / "images"
         for image_id in sorted(coco.imgs):
             image = coco.imgs[image_id]
             anns = [self._annotation(a, names) for a in coco.imgToAnns.get(image_id, [])]
@@ -144,12 +144,12 @@ class EhoiSource(Source):
     @staticmethod
     def _annotation(ann: dict, names: dict[int, str]) -> dict:
         keep = ("bbox", "segmentation", "area", "hand_side", "contact_state")
-        return {"category": names.get(ann.get("category_id"), f"id {ann.get('category_id')}"),
-                **{k: ann[k] for k in keep if k in ann}}  # fmt: skip
+        category = ann.get("category_id", -1)  # -1: no category id, named "id -1" like any unknown one
+        return {"category": names.get(category, f"id {category}"), **{k: ann[k] for k in keep if k in ann}}
 
     def load(self, item: Item) -> Sample:
         file = Path(item.payload["file"])
-        if leaves_root(self.root, file):
+        if leaves_root(self.root_dir, file):
             raise Quarantine(f"image path {file} leaves --root {self.root}")
         require_files(file)
         anns = item.payload["anns"]
@@ -185,9 +185,14 @@ class EhoiSource(Source):
                 "boxes.npy": np.repeat(boxes[None], frames, axis=0),
                 "boxes_cls.npy": np.repeat(classes[None], frames, axis=0),
             },
-            extra={"segm_space": SEGM_SPACE, "box_space": BOX_SPACE, "padded_frames": padded, "static": True,
-                   "hands": hands},
-        )  # fmt: skip
+            extra={
+                "segm_space": SEGM_SPACE,
+                "box_space": BOX_SPACE,
+                "padded_frames": padded,
+                "static": True,
+                "hands": hands,
+            },
+        )
 
     @staticmethod
     def _boxes(

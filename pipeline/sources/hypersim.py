@@ -184,6 +184,12 @@ class Trajectory:
     m_cam_from_uv: Matrix  # the camera used for planar depth and the normals' view rays
 
 
+def _matrix_row(row: dict[str, str], i: int) -> tuple[float, float, float]:
+    """Row ``i`` of the camera CSV's M_cam_from_uv; KeyError or ValueError when missing or not a number."""
+    x, y, z = (float(row[f"M_cam_from_uv_{i}{j}"]) for j in range(3))
+    return x, y, z
+
+
 def _find_csv(root: Path, name: str, option: str | None) -> Path | None:
     if option:
         return Path(option)
@@ -249,11 +255,11 @@ class HypersimSource(Source):
                 "take it from the ml-hypersim repository's contrib/mikeroberts3000/ folder, or pass "
                 "--option intrinsics=standard to use the standard 60-degree camera for every scene)"
             )
-        cameras = {}
+        cameras: dict[str, Matrix] = {}
         with open(path, newline="") as handle:
             for row in csv.DictReader(handle):
                 try:
-                    m = tuple(tuple(float(row[f"M_cam_from_uv_{i}{j}"]) for j in range(3)) for i in range(3))
+                    m = tuple(_matrix_row(row, i) for i in range(3))
                 except (KeyError, ValueError):
                     continue  # a row without usable intrinsics: its scene is quarantined (Item.problem)
                 cameras[row["scene_name"]] = m

@@ -47,11 +47,11 @@ def read_colour_table(path: Path) -> dict[tuple[int, int, int], str]:
         if len(parts) < 4:
             continue
         try:
-            rgb = tuple(int(v) for v in parts[-3:])
+            r, g, b = (int(v) for v in parts[-3:])
         except ValueError:
             continue  # the "Category r g b" header
         name = " ".join(parts[:-3]).split(":")[0].strip().lower()
-        table[rgb] = name
+        table[(r, g, b)] = name
     return table
 
 
@@ -217,9 +217,14 @@ class PhavSource(Source):
                 "depth.npy": np.stack([depth[t] for t in chosen]).astype(np.float16),
                 "segm.npy": np.stack([segm[t][0] for t in chosen]),
             },
-            extra={"segm_space": SEGM_SPACE, "padded_frames": padded, "phav_format": "vkitti-guess",
-                   "segm_unknown_fraction": round(unknown, 4), "unmapped_classes": self._segm_lookup[2]},
-        )  # fmt: skip
+            extra={
+                "segm_space": SEGM_SPACE,
+                "padded_frames": padded,
+                "phav_format": "vkitti-guess",
+                "segm_unknown_fraction": round(unknown, 4),
+                "unmapped_classes": self._segm_lookup[2],
+            },
+        )
 
     def _segm(self, path: Path) -> tuple[np.ndarray, float]:
         lut, by_index, _ = self._segm_lookup

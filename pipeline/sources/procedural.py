@@ -205,9 +205,13 @@ class Clip:
         slide = layout["amplitude"] * (t - 0.5)  # metres along the camera's right or forward axis
         lift = 0.6 * layout["amplitude"]
         offset = {
-            0: -right * slide, 1: right * slide, 2: np.array([0.0, lift * t, 0.0]),
-            3: np.array([0.0, lift * (1 - t), 0.0]), 4: -ahead * slide, 5: ahead * slide,
-        }.get(self.action, np.zeros(3))  # fmt: skip
+            0: -right * slide,
+            1: right * slide,
+            2: np.array([0.0, lift * t, 0.0]),
+            3: np.array([0.0, lift * (1 - t), 0.0]),
+            4: -ahead * slide,
+            5: ahead * slide,
+        }.get(self.action, np.zeros(3))
         primitives: list[Sphere | Box] = []
         instance = 1
         for k, (base, radius, colour) in enumerate(layout["spheres"]):
@@ -340,6 +344,20 @@ def sphere_corners(sphere: Sphere) -> np.ndarray:
     return signs * sphere.radius + sphere.centre
 
 
+def primitive_corners(primitive: Sphere | Box) -> np.ndarray:
+    return sphere_corners(primitive) if isinstance(primitive, Sphere) else box_corners(primitive)
+
+
+def hit_primitive(
+    origin: np.ndarray, rays: np.ndarray, primitive: Sphere | Box
+) -> tuple[np.ndarray, np.ndarray]:
+    return (
+        hit_sphere(origin, rays, primitive)
+        if isinstance(primitive, Sphere)
+        else hit_box(origin, rays, primitive)
+    )
+
+
 def render(camera: Camera, primitives: list[Sphere | Box], raster: Raster) -> Frame:
     """Ray cast one frame on `raster`: ground plane first, then every primitive in its rect."""
     rays = pixel_rays(camera, raster)
@@ -355,12 +373,10 @@ def render(camera: Camera, primitives: list[Sphere | Box], raster: Raster) -> Fr
         albedo=ground_albedo(origin + np.where(np.isfinite(t_ground), t_ground, 0)[..., None] * rays),
     )
     for primitive in primitives:
-        is_sphere = isinstance(primitive, Sphere)
-        rect = screen_rect(camera, sphere_corners(primitive) if is_sphere else box_corners(primitive), raster)
+        rect = screen_rect(camera, primitive_corners(primitive), raster)
         if rect is None:
             continue
-        sub = rays[rect]
-        t, normal = hit_sphere(origin, sub, primitive) if is_sphere else hit_box(origin, sub, primitive)
+        t, normal = hit_primitive(origin, rays[rect], primitive)
         closer = t < frame.depth[rect]
         frame.depth[rect] = np.where(closer, t, frame.depth[rect])
         frame.normal[rect] = np.where(closer[..., None], normal, frame.normal[rect])

@@ -204,7 +204,7 @@ class SomethingElseSource(Source):
             name = clean_template(row.get("template", ""))
             label = index.get(name)
             error = None if label is not None else f"unknown class {name!r} (not in {labels_name})"
-            extra = {
+            extra: dict[str, object] = {
                 "split_set": split_set,
                 "class_ids": rule,
                 "placeholders": list(row.get("placeholders", [])),
@@ -223,7 +223,7 @@ class SomethingElseSource(Source):
         clip, entry = decode_classification_clip(item, self.config)
         sample = clip_sample(item, clip, entry)
         sample.extra.pop("box_fingerprint", None)
-        table = self._box_table(self.root) if "box_frames" in entry.extra else None
+        table = self._box_table(self.root_dir) if "box_frames" in entry.extra else None
         if table is not None:
             try:
                 boxes, classes = boxes_for(table[str(int(entry.video_id))], clip.indices, clip.orig_hw)

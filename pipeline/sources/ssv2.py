@@ -103,14 +103,14 @@ class Ssv2Source(Source):
     def items(self, split: str) -> Iterator[Item]:
         labels_path, video_dir = self._files()
         label_map = read_label_map(labels_path)
-        split_path = find_file(self.root, SPLIT_FILES[split], ANNOTATION_DIRS, f"ssv2 {split} split file")
+        split_path = find_file(self.root_dir, SPLIT_FILES[split], ANNOTATION_DIRS, f"ssv2 {split} split file")
         answers = None
         if split == "test":
             answers_path = labels_path.parent / "test-answers.csv"
             answers = read_test_answers(answers_path) if answers_path.is_file() else None
         entries = video_entries(load_json(split_path), label_map, video_dir, answers, split_path)
         views = 1 if split == "train" else int_option(self.config, "views", self.eval_views)
-        yield from view_items(confine(self.root, entries), split, views)
+        yield from view_items(confine(self.root_dir, entries), split, views)
 
     def load(self, item: Item) -> Sample:
         clip, entry = decode_classification_clip(item, self.config)

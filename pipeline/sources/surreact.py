@@ -108,6 +108,14 @@ def reprojection_error(
 # ----------------------------------------------------------------------------- the adapter
 
 
+def _view(name: str) -> int:
+    """The view number (the camera azimuth in degrees) of a clip name ending ``_vNNN_rNN``."""
+    match = _VIEW.search(name)
+    if match is None:
+        raise Quarantine(f"{name}: no _vNNN_rNN view suffix")
+    return int(match[1])
+
+
 def _mat_frames(path: Path, prefix: str) -> list[int]:
     """The frame numbers t of the `<prefix>_t` variables of a .mat file (without loading them)."""
     try:
@@ -200,7 +208,7 @@ class SurreactSource(Source):
             extra={
                 "segm_space": SEGM_SPACE,
                 "padded_frames": padded,
-                "view": int(_VIEW.search(files.name)[1]),
+                "view": _view(files.name),
                 **check,
             },
         )
@@ -244,7 +252,7 @@ class SurreactSource(Source):
             raise Quarantine(f"{name}_info.mat: no cam_dist / cam_height") from None
         if not np.isfinite(joints[chosen]).all():
             raise Quarantine(f"{name}_info.mat: NaN in joints3D")
-        rotation, position = generator_camera(float(_VIEW.search(name)[1]), cam_dist, cam_height)
+        rotation, position = generator_camera(float(_view(name)), cam_dist, cam_height)
         camera = world_to_opencv(joints[chosen], rotation, position)
         check = {}
         if "joints2D" in info:

@@ -242,11 +242,15 @@ def test_ava_persons_on_the_keyframe_and_the_pnr_frame_marked() -> None:
     video = np.full((8, H, W, 3), 200, np.uint8)
     ava = {
         "video": video,
-        "meta": {"source": "ava", "mask": mask_of(["ava"]), "frame_indices": list(range(0, 32, 4)),
-                 "keyframe_index": 13},
+        "meta": {
+            "source": "ava",
+            "mask": mask_of(["ava"]),
+            "frame_indices": list(range(0, 32, 4)),
+            "keyframe_index": 13,
+        },
         "ava_boxes.npy": np.array([[0.25, 0.5, 0.75, 1.0]], np.float32),
         "ava_labels.npy": np.eye(60, dtype=np.uint8)[[10]],
-    }  # fmt: skip
+    }
     assert show.ava_keyframe(ava) == 3  # source frame 12 is the sampled frame nearest 13
     sheet = show.sample_sheet(ava, cell=96)
     assert sheet.rows == ["frames", "ava (keyframe)"]
@@ -255,8 +259,11 @@ def test_ava_persons_on_the_keyframe_and_the_pnr_frame_marked() -> None:
     assert show.class_names("ava")[10] == "stand"  # id 12 of the label map
     other = cell_pixels(sheet, "ava (keyframe)", 0)
     assert len(colours_of(other)) == 1 and colours_of(other) < {(79, 79, 79), (80, 80, 80)}  # dimmed, no box
-    ego = {"video": video, "meta": {"source": "ego4d", "mask": mask_of(["pnr"]), "oscc": 1},
-           "pnr.npy": np.eye(8, dtype=np.float32)[5]}  # fmt: skip
+    ego = {
+        "video": video,
+        "meta": {"source": "ego4d", "mask": mask_of(["pnr"]), "oscc": 1},
+        "pnr.npy": np.eye(8, dtype=np.float32)[5],
+    }
     sheet = show.sample_sheet(ego, cell=96)
     assert sheet.rows == ["frames", "pnr"]
     assert tuple(cell_pixels(sheet, "pnr", 5)[0, 0]) == (255, 40, 40)

@@ -219,8 +219,9 @@ KILL_ARGS += ["--samples-per-shard", "2", "--workers", "0", "--quiet"]
 def kill_and_resume(out: Path, delay: float) -> None:
     """Start a build, SIGKILL it after `delay` seconds (or let it finish), then run it to the end."""
     command = [sys.executable, "-m", "pipeline.cli", "build", "--out", str(out), *KILL_ARGS]
-    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               start_new_session=True)  # fmt: skip
+    process = subprocess.Popen(
+        command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
+    )
     try:
         process.wait(timeout=delay)
     except subprocess.TimeoutExpired:
@@ -241,8 +242,13 @@ def assert_same_as_uninterrupted(killed: Path, clean: Path) -> None:
 @pytest.fixture(scope="module")
 def clean_build(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("clean")
-    subprocess.run([sys.executable, "-m", "pipeline.cli", "build", "--out", str(out), *KILL_ARGS],
-                   cwd=REPO, check=True, capture_output=True, timeout=300)  # fmt: skip
+    subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "build", "--out", str(out), *KILL_ARGS],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     return out
 
 

@@ -21,9 +21,13 @@ from pipeline.sources.hypersim import STANDARD_M_CAM_FROM_UV
 from pipeline.video import ffmpeg_exe
 
 SPLIT_HEADER = (
-    "scene_name", "camera_name", "frame_id", "included_in_public_release", "exclude_reason",
+    "scene_name",
+    "camera_name",
+    "frame_id",
+    "included_in_public_release",
+    "exclude_reason",
     "split_partition_name",
-)  # fmt: skip
+)
 
 
 def write_video(path: Path, frames: np.ndarray, fps: float = 30.0, codec: str = "libx264") -> Path:
@@ -47,10 +51,19 @@ def write_hdf5(path: Path, array: np.ndarray, compression: int = 1) -> None:
 
 
 def write_hypersim_frame(
-    root: Path, scene: str, cam: str, frame: int, height: int = 6, width: int = 8, seed: int = 0,
-    compression: int = 1, distance: np.ndarray | None = None, color: np.ndarray | None = None,
-    normal: np.ndarray | None = None, semantic: np.ndarray | None = None,
-) -> dict[str, Path]:  # fmt: skip
+    root: Path,
+    scene: str,
+    cam: str,
+    frame: int,
+    height: int = 6,
+    width: int = 8,
+    seed: int = 0,
+    compression: int = 1,
+    distance: np.ndarray | None = None,
+    color: np.ndarray | None = None,
+    normal: np.ndarray | None = None,
+    semantic: np.ndarray | None = None,
+) -> dict[str, Path]:
     """One frame's color/depth_meters/normal_cam/semantic/render_entity_id HDF5 files."""
     rng = np.random.default_rng(seed + frame)
     shape = (height, width)
@@ -79,8 +92,13 @@ def write_hypersim_frame(
         "semantic": geometry / f"{stem}.semantic.hdf5",
         "entity": geometry / f"{stem}.render_entity_id.hdf5",
     }
-    for name, array in (("color", color), ("depth", distance), ("normal", normal), ("semantic", semantic),
-                        ("entity", entity)):  # fmt: skip
+    for name, array in (
+        ("color", color),
+        ("depth", distance),
+        ("normal", normal),
+        ("semantic", semantic),
+        ("entity", entity),
+    ):
         write_hdf5(files[name], array, compression)
     return files
 
@@ -119,9 +137,12 @@ def write_hypersim_cameras(root: Path, matrices: dict[str, np.ndarray]) -> Path:
 
 
 def write_hypersim(
-    root: Path, trajectories: dict[tuple[str, str], tuple[str, int]], height: int = 6, width: int = 8,
+    root: Path,
+    trajectories: dict[tuple[str, str], tuple[str, int]],
+    height: int = 6,
+    width: int = 8,
     compression: int = 1,
-) -> Path:  # fmt: skip
+) -> Path:
     """Trajectories {(scene, cam): (split, n_frames)} with random content + the split CSV."""
     rows = []
     for (scene, cam), (split, count) in trajectories.items():
@@ -141,11 +162,22 @@ def surreact_frames(t: int, height: int, width: int) -> np.ndarray:
 
 
 def write_surreact_clip(
-    root: Path, split: str = "train", seq: str = "S001C001P001R001A001", view: int = 0, t: int = 5,
-    height: int = 24, width: int = 32, joints3d: np.ndarray | None = None, joints2d: np.ndarray | None = None,
-    cam_dist: float = 5.0, cam_height: float = 1.0, depth: bool = False, segm_frames: int | None = None,
-    segm_value: int = 3, video_frames: np.ndarray | None = None,
-) -> Path:  # fmt: skip
+    root: Path,
+    split: str = "train",
+    seq: str = "S001C001P001R001A001",
+    view: int = 0,
+    t: int = 5,
+    height: int = 24,
+    width: int = 32,
+    joints3d: np.ndarray | None = None,
+    joints2d: np.ndarray | None = None,
+    cam_dist: float = 5.0,
+    cam_height: float = 1.0,
+    depth: bool = False,
+    segm_frames: int | None = None,
+    segm_value: int = 3,
+    video_frames: np.ndarray | None = None,
+) -> Path:
     """One clip: `<seq>/<seq>_v%03d_r00.mp4` + `_info.mat` + `_segm.mat` (+ `_depth.mat`). Returns the stem.
 
     NTU sequences are `S001C001P001R001A001`; UESTC ones keep their source video's extension,
@@ -158,11 +190,19 @@ def write_surreact_clip(
         joints3d = np.zeros((3, 24, t), np.float32)
         joints3d[2] = 1.0  # every joint at the camera's aim point
     info = dict(
-        bg="bg.jpg", cloth=["cloth.jpg"], gender=np.uint8(0), joints3D=joints3d.astype(np.float32),
-        pose=np.zeros((72, t), np.float32), shape=np.zeros(10, np.float32), sequence=seq, source="ntu",
-        zrot_euler=np.float32(view), light=np.zeros(9, np.float32), cam_height=np.float32(cam_height),
+        bg="bg.jpg",
+        cloth=["cloth.jpg"],
+        gender=np.uint8(0),
+        joints3D=joints3d.astype(np.float32),
+        pose=np.zeros((72, t), np.float32),
+        shape=np.zeros(10, np.float32),
+        sequence=seq,
+        source="ntu",
+        zrot_euler=np.float32(view),
+        light=np.zeros(9, np.float32),
+        cam_height=np.float32(cam_height),
         cam_dist=np.float32(cam_dist),
-    )  # fmt: skip
+    )
     if joints2d is not None:
         info["joints2D"] = joints2d.astype(np.float32)
     sio.savemat(f"{stem}_info.mat", info, do_compression=True)
@@ -188,10 +228,17 @@ def write_surreact_clip(
 
 
 def write_synadl_clip(
-    root: Path, name: str = "A023_P102_G003_C021", t: int = 4, height: int = 36, width: int = 64,
-    joints_cm: np.ndarray | None = None, scores: np.ndarray | None = None, video_frames: int | None = None,
-    data: list | None = None, first_index: int = 0,
-) -> tuple[Path, Path]:  # fmt: skip
+    root: Path,
+    name: str = "A023_P102_G003_C021",
+    t: int = 4,
+    height: int = 36,
+    width: int = 64,
+    joints_cm: np.ndarray | None = None,
+    scores: np.ndarray | None = None,
+    video_frames: int | None = None,
+    data: list | None = None,
+    first_index: int = 0,
+) -> tuple[Path, Path]:
     """RGB/<name>.avi + Openpose/{2DJ,3DJ}/<name>.json. `joints_cm` is `[T,25,3]` BODY_25, y up.
 
     `first_index` is the `frame_index` of the first frame: 0, or 1 as in ST-GCN's Kinetics-skeleton
@@ -241,7 +288,7 @@ EHOI_CATEGORIES = (
     "right red button",
     "right green button",
     "hand",
-)  # fmt: skip  (as in EgoISM-HOI data/ref_enigma.json, stray comma included; ids 0-based)
+)  # as in EgoISM-HOI data/ref_enigma.json, stray comma included; ids 0-based
 
 
 def ehoi_image(height: int, width: int, seed: int = 0) -> np.ndarray:
@@ -253,16 +300,25 @@ def rect_polygon(x: float, y: float, w: float, h: float) -> list[list[float]]:
 
 
 def write_ehoi(
-    root: Path, split: str = "train", images: list[dict] | None = None, height: int = 20, width: int = 40,
+    root: Path,
+    split: str = "train",
+    images: list[dict] | None = None,
+    height: int = 20,
+    width: int = 40,
     with_annotations_key: bool = True,
-) -> Path:  # fmt: skip
+) -> Path:
     """annotations/<split>_coco.json + images/camera_<id>.jpg (PNG content; lossless for colour checks).
 
     `images` entries: {"id", "anns": [{"category_id", "bbox", "segmentation"?, ...}], "size"?: (h, w)}.
     """
     if images is None:
-        hand = {"category_id": 19, "bbox": [2, 4, 10, 8], "segmentation": rect_polygon(2, 4, 10, 8),
-                "hand_side": 1, "contact_state": 1}  # fmt: skip
+        hand = {
+            "category_id": 19,
+            "bbox": [2, 4, 10, 8],
+            "segmentation": rect_polygon(2, 4, 10, 8),
+            "hand_side": 1,
+            "contact_state": 1,
+        }
         pliers = {"category_id": 5, "bbox": [20, 0, 10, 10], "segmentation": rect_polygon(20, 0, 10, 10)}
         images = [{"id": 1, "anns": [hand, pliers]}]
     (root / "annotations").mkdir(parents=True, exist_ok=True)
@@ -278,8 +334,16 @@ def write_ehoi(
         for ann in image["anns"]:
             ann_id += 1
             x, y, bw, bh = ann["bbox"]
-            coco["annotations"].append({"id": ann_id, "image_id": image["id"], "area": bw * bh, "iscrowd": 0,
-                                        "segmentation": [], **ann})  # fmt: skip
+            coco["annotations"].append(
+                {
+                    "id": ann_id,
+                    "image_id": image["id"],
+                    "area": bw * bh,
+                    "iscrowd": 0,
+                    "segmentation": [],
+                    **ann,
+                }
+            )
     if not with_annotations_key:
         del coco["annotations"]
     path = root / "annotations" / f"{split}_coco.json"
@@ -295,13 +359,19 @@ PHAV_COLOURS = {
     "Human": (255, 0, 0),
     "Car:0": (200, 200, 0),
     "Spaceship": (1, 2, 3),
-}  # fmt: skip  (Spaceship: a class the unified space does not know)
+}  # Spaceship: a class the unified space does not know
 
 
 def write_phav_video(
-    root: Path, video: str = "kick_ball_001", t: int = 3, height: int = 12, width: int = 16,
-    rgb_as_video: bool = False, depth_frames: int | None = None, depth_8bit: bool = False,
-) -> dict[str, Path]:  # fmt: skip
+    root: Path,
+    video: str = "kick_ball_001",
+    t: int = 3,
+    height: int = 12,
+    width: int = 16,
+    rgb_as_video: bool = False,
+    depth_frames: int | None = None,
+    depth_8bit: bool = False,
+) -> dict[str, Path]:
     """rgb/<video>/ (or rgb/<video>.mp4), depth/<video>/%05d.png (uint16 cm), semseg/<video>/%05d.png (RGB)
     and semseg_colors.txt. Depth of frame k is (100 + 50 k) cm with row 0 at 65535 (invalid); the
     segmentation is Sky above, Road below, a Human block and one unknown-colour pixel."""

@@ -44,12 +44,15 @@ def test_options_are_normalised_and_defaults_left_out_of_the_hash() -> None:
     assert spelled[0].stable_hash("diving48", "2") == spelled[1].stable_hash("diving48", "2")
 
 
-@pytest.mark.parametrize("pair, message", [
-    (("veiws", "3"), "source diving48 has no option 'veiws' (its options: frame_range, views)"),
-    (("views", "two"), "--option views must be an integer, got 'two'"),
-    (("views", "0"), "--option views must be at least 1, got '0'"),
-    (("frame_range", "yes"), "--option frame_range must be one of 0, 1, got 'yes'"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "pair, message",
+    [
+        (("veiws", "3"), "source diving48 has no option 'veiws' (its options: frame_range, views)"),
+        (("views", "two"), "--option views must be an integer, got 'two'"),
+        (("views", "0"), "--option views must be at least 1, got '0'"),
+        (("frame_range", "yes"), "--option frame_range must be one of 0, 1, got 'yes'"),
+    ],
+)
 def test_unknown_or_bad_options_are_one_line_source_errors(pair: tuple[str, str], message: str) -> None:
     with pytest.raises(SourceError) as error:
         get_source("diving48").resolve_options((pair,))

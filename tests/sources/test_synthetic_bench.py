@@ -29,8 +29,13 @@ CONFIG = BuildConfig(frames=16, size=256, label_stride=4)
 
 def _hypersim(root: Path) -> int:
     # 1024x768, 16-frame trajectories (real ones have ~100 keyframes; 16 are decoded either way)
-    write_hypersim(root, {("ai_001_001", "cam_00"): ("train", 16), ("ai_001_002", "cam_00"): ("train", 16)},
-                   height=768, width=1024, compression=4)  # fmt: skip
+    write_hypersim(
+        root,
+        {("ai_001_001", "cam_00"): ("train", 16), ("ai_001_002", "cam_00"): ("train", 16)},
+        height=768,
+        width=1024,
+        compression=4,
+    )
     return 2
 
 
@@ -38,8 +43,15 @@ def _surreact(root: Path) -> int:
     rng = np.random.default_rng(0)
     for k in range(4):
         frames = rng.integers(0, 256, (90, 240, 320, 3), dtype=np.uint8)
-        write_surreact_clip(root, seq=f"S001C001P001R001A{k + 1:03d}", t=90, height=240, width=320,
-                            video_frames=frames, depth=False)  # fmt: skip
+        write_surreact_clip(
+            root,
+            seq=f"S001C001P001R001A{k + 1:03d}",
+            t=90,
+            height=240,
+            width=320,
+            video_frames=frames,
+            depth=False,
+        )
     return 4
 
 

@@ -94,12 +94,15 @@ def test_missing_annotation_file_is_a_source_error(tmp_path: Path) -> None:
         list(_source(tmp_path).items("train"))
 
 
-@pytest.mark.parametrize("damage, reason", [
-    ("missing_image", "missing file camera_1.jpg"),
-    ("corrupt_image", "unreadable image"),
-    ("wrong_size", "image is 40x20, the JSON says 50x20"),
-    ("unknown_category", "unknown category id 77"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "damage, reason",
+    [
+        ("missing_image", "missing file camera_1.jpg"),
+        ("corrupt_image", "unreadable image"),
+        ("wrong_size", "image is 40x20, the JSON says 50x20"),
+        ("unknown_category", "unknown category id 77"),
+    ],
+)
 def test_bad_images_are_quarantined_and_the_rest_load(tmp_path: Path, damage: str, reason: str) -> None:
     good = {"category_id": 19, "bbox": [2, 4, 10, 8], "segmentation": rect_polygon(2, 4, 10, 8)}
     bad = {"category_id": 77 if damage == "unknown_category" else 19, "bbox": [2, 4, 10, 8]}

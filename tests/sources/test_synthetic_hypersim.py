@@ -42,8 +42,14 @@ def _distance_of_plane(z: float, m: np.ndarray, height: int, width: int) -> np.n
 
 
 def test_split_csv_decides_the_splits_and_a_trajectory_is_one_clip(tmp_path: Path) -> None:
-    write_hypersim(tmp_path, {("ai_001_001", "cam_00"): ("train", 3), ("ai_001_001", "cam_01"): ("val", 2),
-                              ("ai_002_001", "cam_00"): ("test", 2)})  # fmt: skip
+    write_hypersim(
+        tmp_path,
+        {
+            ("ai_001_001", "cam_00"): ("train", 3),
+            ("ai_001_001", "cam_01"): ("val", 2),
+            ("ai_002_001", "cam_00"): ("test", 2),
+        },
+    )
     source = _source(tmp_path, frames=4)
     assert [i.id for i in source.items("train")] == ["ai_001_001/cam_00"]
     assert [i.id for i in source.items("val")] == ["ai_001_001/cam_01"]
@@ -207,12 +213,15 @@ def test_nan_geometry_becomes_invalid(tmp_path: Path) -> None:
     assert np.isfinite(labels["depth.npy"][0, 1:]).all()
 
 
-@pytest.mark.parametrize("damage, reason", [
-    ("truncate", "unreadable HDF5"),
-    ("missing", "missing file frame.0001.semantic.hdf5"),
-    ("nan_color", "NaN or inf in color"),
-    ("bad_semantic", "semantic id outside"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "damage, reason",
+    [
+        ("truncate", "unreadable HDF5"),
+        ("missing", "missing file frame.0001.semantic.hdf5"),
+        ("nan_color", "NaN or inf in color"),
+        ("bad_semantic", "semantic id outside"),
+    ],
+)
 def test_bad_frames_are_quarantined_with_their_reason(tmp_path: Path, damage: str, reason: str) -> None:
     write_hypersim(tmp_path, {("ai_001_001", "cam_00"): ("train", 2)})
     files = write_hypersim_frame(tmp_path, "ai_001_001", "cam_00", 1, H, W)

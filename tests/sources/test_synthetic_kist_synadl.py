@@ -127,12 +127,15 @@ def test_a_few_missing_entries_are_tolerated_and_recorded(tmp_path: Path) -> Non
         _load_only(_source(tmp_path, frames=6, kist_missing_frames="1"))
 
 
-@pytest.mark.parametrize("damage, reason", [
-    ("no_annotations", "no annotations"),
-    ("pose_longer", "frame_index 0..4 does not fit a video of 4 frames"),
-    ("missing_video", "missing file A023_P102_G003_C021.avi"),
-    ("bad_json", "unreadable JSON"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "damage, reason",
+    [
+        ("no_annotations", "no annotations"),
+        ("pose_longer", "frame_index 0..4 does not fit a video of 4 frames"),
+        ("missing_video", "missing file A023_P102_G003_C021.avi"),
+        ("bad_json", "unreadable JSON"),
+    ],
+)
 def test_bad_clips_are_quarantined_with_their_reason(tmp_path: Path, damage: str, reason: str) -> None:
     pose, video = write_synadl_clip(tmp_path, t=5 if damage == "pose_longer" else 4, video_frames=4)
     if damage == "no_annotations":

@@ -41,8 +41,10 @@ def test_mapping_lookup_table_converts_a_whole_map_at_once() -> None:
     raw = np.array([[-1, 1], [40, 7]])
     out = lookup_table("hypersim", -1, 40)[raw + 1]
     space = load_label_space("unified")
-    assert out.tolist() == [[IGNORE, space.index("nyu40/wall")], [space.index("nyu40/otherprop"),
-                                                                  space.index("nyu40/table")]]  # fmt: skip
+    assert out.tolist() == [
+        [IGNORE, space.index("nyu40/wall")],
+        [space.index("nyu40/otherprop"), space.index("nyu40/table")],
+    ]
 
 
 def test_unknown_source_mapping_is_a_key_error() -> None:

@@ -79,14 +79,18 @@ def test_unknown_format_option_is_refused(tmp_path: Path) -> None:
         list(_source(tmp_path, phav_format="official").items("train"))
 
 
-@pytest.mark.parametrize("damage, reason", [
-    ("depth_8bit", "not single-channel 16-bit"),
-    ("depth_short", "frame counts disagree: rgb 3, depth 2, segm 3"),
-    ("segm_no_match", "no pixel matches the colour table"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "damage, reason",
+    [
+        ("depth_8bit", "not single-channel 16-bit"),
+        ("depth_short", "frame counts disagree: rgb 3, depth 2, segm 3"),
+        ("segm_no_match", "no pixel matches the colour table"),
+    ],
+)
 def test_bad_videos_are_quarantined_with_their_reason(tmp_path: Path, damage: str, reason: str) -> None:
-    write_phav_video(tmp_path, t=3, depth_8bit=damage == "depth_8bit",
-                     depth_frames=2 if damage == "depth_short" else None)  # fmt: skip
+    write_phav_video(
+        tmp_path, t=3, depth_8bit=damage == "depth_8bit", depth_frames=2 if damage == "depth_short" else None
+    )
     if damage == "segm_no_match":
         (tmp_path / "semseg_colors.txt").write_text("Sky 1 1 1\n")
     with pytest.raises(Quarantine, match=reason):

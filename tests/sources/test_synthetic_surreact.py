@@ -154,8 +154,14 @@ def test_known_pose_keeps_anatomical_left_on_the_left() -> None:
     # (SURREACT's loader pairs SMPL left with Kinect right only together with negating z, i.e. a
     # mirror image of the skeleton; without the mirror, left stays left.)
     rest = np.zeros((1, 24, 3), np.float32)
-    for name, x in (("l_hip", 0.06), ("r_hip", -0.06), ("l_wrist", 0.7), ("r_wrist", -0.7),
-                    ("l_hand", 0.78), ("r_hand", -0.78)):  # fmt: skip
+    for name, x in (
+        ("l_hip", 0.06),
+        ("r_hip", -0.06),
+        ("l_wrist", 0.7),
+        ("r_wrist", -0.7),
+        ("l_hand", 0.78),
+        ("r_hand", -0.78),
+    ):
         rest[0, S[name], 0] = x
     camera = rest * np.array([1.0, -1.0, -1.0], np.float32) + np.array([0.0, 0.0, 3.0], np.float32)
     pose = smpl_to_kinect(camera)[0]
@@ -194,15 +200,22 @@ def test_joints2d_consistency_is_reported(tmp_path: Path) -> None:
     assert extra["joints2d_y_origin"] == "bottom" and extra["pose_reprojection_px"] < 0.01
 
 
-@pytest.mark.parametrize("damage, reason", [
-    ("segm_short", "frame counts disagree: video 4, info 4, segm 3"),
-    ("no_segm", "missing file S001C001P001R001A001_v000_r00_segm.mat"),
-    ("bad_video", r"_v000_r00\.mp4: cannot decode"),
-    ("bad_segm_value", "part index 30 > 24"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "damage, reason",
+    [
+        ("segm_short", "frame counts disagree: video 4, info 4, segm 3"),
+        ("no_segm", "missing file S001C001P001R001A001_v000_r00_segm.mat"),
+        ("bad_video", r"_v000_r00\.mp4: cannot decode"),
+        ("bad_segm_value", "part index 30 > 24"),
+    ],
+)
 def test_bad_clips_are_quarantined_with_their_reason(tmp_path: Path, damage: str, reason: str) -> None:
-    stem = write_surreact_clip(tmp_path, t=4, segm_frames=3 if damage == "segm_short" else None,
-                               segm_value=30 if damage == "bad_segm_value" else 3)  # fmt: skip
+    stem = write_surreact_clip(
+        tmp_path,
+        t=4,
+        segm_frames=3 if damage == "segm_short" else None,
+        segm_value=30 if damage == "bad_segm_value" else 3,
+    )
     if damage == "no_segm":
         Path(f"{stem}_segm.mat").unlink()
     elif damage == "bad_video":

@@ -102,8 +102,11 @@ def test_crop_shifts_boxes_and_drops_those_cropped_away() -> None:
 
 
 def test_collate_fills_placeholders_and_merge_fills_missing_tasks() -> None:
-    with_depth = {"video": np.zeros((2, 8, 8, 3), np.uint8), "mask": 1 << TASK_BIT["depth"],
-                  "depth": np.ones((2, 2, 2), np.float16)}  # fmt: skip
+    with_depth = {
+        "video": np.zeros((2, 8, 8, 3), np.uint8),
+        "mask": 1 << TASK_BIT["depth"],
+        "depth": np.ones((2, 2, 2), np.float16),
+    }
     bare = {"video": np.zeros((2, 8, 8, 3), np.uint8), "mask": 1 << TASK_BIT["action"], "action": 3}
     batch = collate([with_depth, bare])
     assert batch["mask"][:, TASK_BIT["depth"]].tolist() == [True, False]

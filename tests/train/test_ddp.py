@@ -21,8 +21,15 @@ def test_two_ranks_over_uneven_shards_finish(shards_dir: Path, tmp_path: Path) -
     assert len(set(counts)) > 1, f"fixture shards should be uneven, got {counts}"
     # 8 steps > one epoch (20 samples / 2 ranks / 2 per rank = 5 batches); val has 10 samples in 4 odd shards.
     args = train_args(shards_dir, tmp_path, "--steps", "8", "--eval-every", "4", "--workers", "1")
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone",
-               str(ROOT / "train" / "main.py"), *args]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        "--standalone",
+        str(ROOT / "train" / "main.py"),
+        *args,
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     try:
         done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)

@@ -12,18 +12,20 @@ import pytest
 
 from pipeline.build import build_source
 from pipeline.config import BuildConfig
+from tests.conftest import tiny_config
 from tests.train.conftest import train_args
 from train.main import main
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "sources"))
-from real_fixtures import make_ava, make_ego4d  # noqa: E402
+from real_fixtures import make_ava, make_ego4d
 
 CONFIG = BuildConfig(frames=4, size=32, label_stride=4, sampling_rate=2)
 
 
 def _args(shards: Path, out: Path, source: str, *extra: str) -> list[str]:
-    args = train_args(shards, out, "--steps", "2", "--real", source, "--synthetic", "", "--batch-size", "2", *extra)
-    return args
+    return train_args(
+        shards, out, "--steps", "2", "--real", source, "--synthetic", "", "--batch-size", "2", *extra
+    )
 
 
 @pytest.fixture(scope="module")
@@ -32,6 +34,7 @@ def ego4d_shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
     make_ego4d(root)
     out = tmp_path_factory.mktemp("ego4d_shards")
     build_source("ego4d", out, CONFIG, root=root, splits=["train", "val"], workers=0)
+    build_source("procedural", out, tiny_config(), workers=0)  # a synthetic stream beside it
     return out
 
 
@@ -42,8 +45,13 @@ def ava_raw(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def test_ego4d_trains_and_writes_the_official_files(ego4d_shards: Path, tmp_path: Path) -> None:
-    out = main(_args(ego4d_shards, tmp_path, "ego4d"))
+def test_ego4d_with_a_synthetic_stream_trains_and_writes_the_official_files(
+    ego4d_shards: Path, tmp_path: Path
+) -> None:
+    out = main(_args(ego4d_shards, tmp_path, "ego4d", "--synthetic", "procedural"))
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    trained = [row for row in rows if row["kind"] == "train"][-1]
+    assert {"oscc", "pnr", "depth", "segm"} <= set(trained)  # both streams' heads are trained
     results = out["eval"]
     assert 0.0 <= results["real/ego4d/oscc_accuracy"] <= 100.0
     assert results["real/ego4d/pnr_error_s"] >= 0.0  # the val fixture has a state change

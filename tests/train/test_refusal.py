@@ -89,8 +89,10 @@ def test_refusal_from_the_command_line_is_one_line_and_exit_2(tmp_path: Path) ->
     script = Path(__file__).resolve().parents[2] / "train" / "main.py"
     result = subprocess.run(
         [sys.executable, str(script), "--shards", str(tmp_path), "--real", "procedural"],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
     assert result.stderr.startswith("train/main.py: error: source procedural:")

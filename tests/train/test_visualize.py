@@ -20,7 +20,7 @@ class FixedHeads(torch.nn.Module):
     """Predictions with known values: depth 2 m left / 5 m right, normals facing the camera (unnormalised),
     segmentation class 2, one confident class-1 box and one "no object" slot, a pose 2 m ahead."""
 
-    class cfg:  # noqa: N801 - mimics PViT.cfg
+    class cfg:  # lower case: mimics PViT.cfg
         has_heads = True
 
     def __init__(self) -> None:
