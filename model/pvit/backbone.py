@@ -76,7 +76,7 @@ def _pool_tokens(pool: tvm.Pool | None, x: torch.Tensor, thw: Thw, n_prefix: int
     # contiguous(): with one head the reshape is a channels-last view of the fused qkv, and oneDNN's bf16
     # depthwise Conv3d (CPUs with AMX/AVX512-BF16) returns a wrong, run-to-run varying weight gradient
     # for channels-last input, sometimes 1e10 or inf from uninitialised memory. A no-op when reshape copied.
-    grid = grid.transpose(2, 3).reshape(b * g, c, *thw)
+    grid = grid.transpose(2, 3).reshape(b * g, c, *thw).contiguous()
     if pool.norm_before_pool and pool.norm_act is not None:
         grid = pool.norm_act(grid)
     grid = pool.pool(grid)
