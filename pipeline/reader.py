@@ -8,26 +8,34 @@ read directly.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+
+import numpy as np
 
 from pipeline.manifest import BUILD_JSON, MANIFEST, QUARANTINE, read_build, read_manifest
 from pipeline.schema import LABEL_MEMBERS, META_JSON, SampleError, validate_sample
 from pipeline.shards import decode_npy, decode_video, file_sha256, read_shard
 
 
-def decode_sample(key: str, members: dict[str, bytes]) -> dict:
-    """`{"__key__", "meta": dict, "video": uint8 [T,H,W,3], "<label>.npy": array, ...}`."""
+def decode_sample(
+    key: str, members: dict[str, bytes], video_decoder: Callable[[dict], np.ndarray] = decode_video
+) -> dict:
+    """`{"__key__", "meta": dict, "video": uint8 [T,H,W,3], "<label>.npy": array, ...}`.
+
+    Arrays are views of the member buffers (no copy): writable when those are (the trainer's spans),
+    read-only for `bytes`. `video_decoder` lets a caller bring a faster JPEG decoder (the trainer's).
+    """
     if META_JSON not in members:
         raise SampleError(f"{key}: no {META_JSON}")
     name = META_JSON
     try:  # a member that does not parse is one line naming the sample and the member
         sample = {"__key__": key, "meta": json.loads(bytes(members[META_JSON]))}
         name = "video"
-        sample["video"] = decode_video(members)
+        sample["video"] = video_decoder(members)
         for name in members:
             if name in LABEL_MEMBERS:
-                sample[name] = decode_npy(members[name])
+                sample[name] = decode_npy(members[name], copy=False)  # views: read-only for `bytes`
     except Exception as error:  # json, npy and JPEG decoders fail in different ways
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise SampleError(f"{key}: {name} does not parse ({first})") from None

@@ -110,6 +110,7 @@ def bench_source(source, args: argparse.Namespace, label: str) -> list[str]:
         f"{label}: raw sequential read of the train tars: {raw['MB']:.1f} MB at {raw['MB/s']:.0f} MB/s "
         f"= {raw['samples/s']:.0f} samples/s"
     ]
+    print(lines[0], flush=True)
     for workers in args.workers:
         rate = loader_rate(source, workers, args.steps, args.batch_size, protocol)
         per_core = rate["clips/s"] / max(workers, 1)
