@@ -22,7 +22,7 @@ demo: $(STAMP)
 		--shards shards --source procedural --out runs/demo/predictions.png
 
 # What CI runs (.ci/run): lint and format check first (seconds), then the tests.
-test: lint
+test: lint typecheck
 	$(BIN)/pytest -q
 
 bench: $(STAMP)

@@ -8,7 +8,7 @@ read directly.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +19,9 @@ from pipeline.shards import decode_npy, decode_video, file_sha256, read_shard
 
 
 def decode_sample(
-    key: str, members: dict[str, bytes], video_decoder: Callable[[dict], np.ndarray] = decode_video
+    key: str,
+    members: Mapping[str, bytes | memoryview],
+    video_decoder: Callable[[Mapping], np.ndarray] = decode_video,
 ) -> dict:
     """`{"__key__", "meta": dict, "video": uint8 [T,H,W,3], "<label>.npy": array, ...}`.
 

@@ -16,7 +16,7 @@ import os
 import re
 import tarfile
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,7 +88,7 @@ def encode_members(
     return members
 
 
-def decode_video(members: dict[str, bytes]) -> np.ndarray:
+def decode_video(members: Mapping[str, bytes | memoryview]) -> np.ndarray:
     """The clip `[T,H,W,3]` uint8 of a sample, whichever codec wrote it (npy: a view of its member)."""
     if VIDEO_NPY in members:
         return decode_npy(members[VIDEO_NPY], copy=False)

@@ -201,7 +201,8 @@ def load_recipe(path: str | Path) -> dict:
 
 def _check_type(path: str | Path, f: dataclasses.Field, value: object) -> None:
     """A recipe value of the wrong type is one line naming the key, not a TypeError deep in training."""
-    default = f.default_factory() if f.default is dataclasses.MISSING else f.default  # type: ignore[misc]
+    factory = f.default_factory
+    default = f.default if f.default is not dataclasses.MISSING else factory() if callable(factory) else None
     if isinstance(default, bool):
         ok = isinstance(value, bool)
     elif isinstance(default, int):
@@ -209,8 +210,8 @@ def _check_type(path: str | Path, f: dataclasses.Field, value: object) -> None:
     elif isinstance(default, float):
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
     elif isinstance(default, tuple) and f.name in PAIR_FIELDS:
-        ok = isinstance(value, (list, tuple)) and len(value) == 2
-        ok = ok and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+        pair = value if isinstance(value, (list, tuple)) and len(value) == 2 else None
+        ok = pair is not None and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in pair)
     elif isinstance(default, tuple):
         ok = isinstance(value, str) or (isinstance(value, list) and all(isinstance(v, str) for v in value))
     else:

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pvit
@@ -56,7 +58,7 @@ def role_mask(role: str) -> int:
     return sum(1 << TASK_BIT[t] for t in ROLE_TASKS[role])
 
 
-def read_span(path: str, offset: int, size: int, files: dict | None = None) -> dict[str, bytes]:
+def read_span(path: str, offset: int, size: int, files: dict | None = None) -> dict[str, memoryview]:
     """The members of the one sample stored at `offset` in the tar `path` (`{"meta.json": b"..."}`).
 
     A span that is short, has a broken tar header or a member that cannot be what its name says is a
@@ -94,7 +96,7 @@ def read_span(path: str, offset: int, size: int, files: dict | None = None) -> d
         ) from None
 
 
-def decode_video_fast(members: dict) -> np.ndarray:
+def decode_video_fast(members: Mapping) -> np.ndarray:
     """The clip `[T,H,W,3]` uint8 of a sample; JPEG frames through torchvision's libjpeg-turbo binding, one
     batched call (about 4x less time per frame than PIL's open/decode/convert path here)."""
     names = sorted(name for name in members if name.startswith("video.") and name.endswith(".jpg"))
@@ -360,7 +362,7 @@ class EvalBatches(IterableDataset):
                     else eval_view(sample, view, self.views, self.geometry.protocol)
                 )
                 items.append(sample_arrays(viewed, role_mask(self.role), self.geometry.box_slots, True))
-        batch = collate(items)
+        batch: dict[str, Any] = collate(items)
         batch["valid"] = torch.from_numpy(self.positions[span] < len(self.table))
         batch["groups"] = groups
         batch["metas"] = metas

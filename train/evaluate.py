@@ -189,7 +189,7 @@ def evaluate_ego4d(
     pnr = np.stack([p for _, _, p in rows]) if rows else np.zeros((0, 1))
     start = np.array([m["parent_start_frame"] for m, _, _ in rows], dtype=float)
     end = np.array([m["parent_end_frame"] for m, _, _ in rows], dtype=float)
-    metrics.write_pnr_json(out / "pnr.json", ids, metrics.pnr_predicted_frames(pnr, start, end))
+    metrics.write_pnr_json(out / "pnr.json", ids, metrics.pnr_predicted_frames(pnr, start, end).tolist())
     metrics.write_oscc_json(out / "oscc.json", ids, oscc)
     labelled = [i for i, (meta, _, _) in enumerate(rows) if meta.get("state_change") is not None]
     if not labelled:

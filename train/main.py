@@ -21,6 +21,7 @@ import contextlib  # noqa: E402
 import dataclasses  # noqa: E402
 import math  # noqa: E402
 import time  # noqa: E402
+from typing import cast  # noqa: E402
 
 import pvit  # noqa: E402
 import torch  # noqa: E402
@@ -55,7 +56,7 @@ class Run:
 
     cfg: TrainConfig
     dist: Dist
-    model: torch.nn.Module  # the raw model (DDP wraps it in `train_model`)
+    model: pvit.PViT  # the raw model (DDP wraps it in `train_model`)
     train_model: torch.nn.Module
     loss_fn: pvit.MultiTaskLoss
     optimizer: torch.optim.Optimizer
@@ -93,7 +94,7 @@ def open_streams(
 
 def build_model(
     cfg: TrainConfig, sources: dict[str, list[SourceData]], geometry: dict
-) -> tuple[torch.nn.Module, int]:
+) -> tuple[pvit.PViT, int]:
     synthetic = sources.get("synthetic", [])
     tasks = tuple(t for t in SYNTHETIC_TASKS if any(t in s.tasks for s in synthetic)) or SYNTHETIC_TASKS
     num_seg = load_label_space(geometry["segm_space"]).num_classes if geometry.get("segm_space") else 1
@@ -113,8 +114,9 @@ def build_model(
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     """No decay for biases, norms (1-d tensors) and what the model names in no_weight_decay()."""
-    skip = model.no_weight_decay() if hasattr(model, "no_weight_decay") else set()
-    decay, no_decay = [], []
+    skip: set[str] = getattr(model, "no_weight_decay", set)()
+    decay: list[torch.nn.Parameter] = []
+    no_decay: list[torch.nn.Parameter] = []
     for name, param in model.named_parameters():
         if param.requires_grad:
             (no_decay if param.ndim <= 1 or name in skip else decay).append(param)
@@ -191,14 +193,14 @@ def prepare(cfg: TrainConfig, d: Dist) -> Run:
     schedule = cosine_with_warmup(total, cfg.warmup_steps, cfg.min_lr_ratio)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     scaler = torch.amp.GradScaler(d.device.type, enabled=cfg.amp == "fp16")
-    train_model = model
+    train_model: torch.nn.Module = model
     if d.world > 1:
         train_model = DistributedDataParallel(
             model, device_ids=[d.local_rank] if d.device.type == "cuda" else None
         )
     if cfg.compile:
         # The model only (DDP-wrapped, as torch recommends); the loss and the optimiser stay eager.
-        train_model = torch.compile(train_model)
+        train_model = cast(torch.nn.Module, torch.compile(train_model))
     protocol = Protocol(cfg.crop_size, cfg.train_scale, cfg.flip, geometry["label_stride"])
     geo = Geometry(protocol, geometry["max_objects"])
     loss_fn = pvit.MultiTaskLoss(
@@ -388,7 +390,7 @@ def log_progress(run: Run, meter: Meter, steps_done: int, logger, totals: dict) 
     clips = meter.steps * (
         run.cfg.batch_size + (run.cfg.synthetic_batch_size if run.cfg.uses_synthetic else 0)
     )
-    lr = run.scheduler.get_last_lr()[0]
+    lr = float(run.scheduler.get_last_lr()[0])
     share = meter.wait / max(elapsed, 1e-9)
     totals["wait"] += meter.wait
     totals["time"] += elapsed

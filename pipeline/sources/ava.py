@@ -32,6 +32,7 @@ import pickle
 from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -77,7 +78,7 @@ def read_label_map(path: Path) -> list[tuple[int, str]]:
         if line.startswith("  name:"):
             name = line.split('"')[1] if '"' in line else line.split(":", 1)[1].strip()
         elif line.startswith(("  id:", "  label_id:")):
-            pairs.append((int(line.split(":", 1)[1]), name))
+            pairs.append((int(line.split(":", 1)[1]), name or ""))
     if not pairs:
         raise SourceError(f"{path}: no `  name:` / `  id:` entries (not an AVA label map)")
     return pairs
@@ -181,7 +182,7 @@ class AvaSource(Source):
     def _annotation(self, root: Path, names: tuple[str, ...], what: str) -> Path:
         return find_file(root, names, ANNOTATION_DIRS, what)
 
-    def _frames_source(self, root: Path, split: str) -> tuple[str, object]:
+    def _frames_source(self, root: Path, split: str) -> tuple[str, tuple[Any, Any]]:
         mode = choice_option(self.config, "frames_from", "auto", ("auto", "frames", "video"))
         frame_list = find_dir(root, ("frame_lists",))
         frames_dir = find_dir(root, ("frames",))
@@ -217,8 +218,9 @@ class AvaSource(Source):
         excluded_path = gt.parent / f"ava_{split}_excluded_timestamps_v{version}.csv"
         excluded = read_excluded(excluded_path)
         proposals = None
-        if self.config.option("proposals"):
-            path = Path(self.config.option("proposals"))
+        proposals_file = self.config.option("proposals")
+        if proposals_file:
+            path = Path(proposals_file)
             path = path if path.is_absolute() else gt.parent / path
             if not path.is_file():
                 raise SourceError(f"ava: proposals file {path} does not exist")
