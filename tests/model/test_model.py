@@ -134,6 +134,7 @@ def test_build_model_requires_label_spaces() -> None:
         pvit.build_model("tiny", "bogus", num_classes=3)
 
 
+@pytest.mark.bench  # a wall-clock bound: a benchmark, not a default test (it fails on a loaded machine)
 def test_tiny_train_step_is_fast(video: torch.Tensor) -> None:
     model = tiny("pvit").train()
     loss_fn = pvit.MultiTaskLoss()
