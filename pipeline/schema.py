@@ -49,6 +49,20 @@ def _left_right_swap() -> tuple[int, ...]:
     return tuple(swapped)
 
 
+# The Kinect V2 skeleton as joint-name pairs (NTU RGB+D's 24 bones).
+KINECT_BONES: tuple[tuple[str, str], ...] = (
+    ("spine_base", "spine_mid"), ("spine_mid", "spine_shoulder"), ("spine_shoulder", "neck"),
+    ("neck", "head"),
+    ("spine_shoulder", "shoulder_left"), ("shoulder_left", "elbow_left"), ("elbow_left", "wrist_left"),
+    ("wrist_left", "hand_left"), ("hand_left", "handtip_left"), ("wrist_left", "thumb_left"),
+    ("spine_shoulder", "shoulder_right"), ("shoulder_right", "elbow_right"), ("elbow_right", "wrist_right"),
+    ("wrist_right", "hand_right"), ("hand_right", "handtip_right"), ("wrist_right", "thumb_right"),
+    ("spine_base", "hip_left"), ("hip_left", "knee_left"), ("knee_left", "ankle_left"),
+    ("ankle_left", "foot_left"),
+    ("spine_base", "hip_right"), ("hip_right", "knee_right"), ("knee_right", "ankle_right"),
+    ("ankle_right", "foot_right"),
+)  # fmt: skip
+
 # KINECT_FLIP[i] is the joint that joint i becomes under a horizontal flip (left <-> right).
 KINECT_FLIP: tuple[int, ...] = _left_right_swap()
 

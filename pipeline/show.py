@@ -39,7 +39,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from pipeline.manifest import BuildDirError, read_build, read_manifest
 from pipeline.reader import decode_sample
-from pipeline.schema import KINECT_JOINTS, SEGM_IGNORE, tasks_of
+from pipeline.schema import KINECT_BONES, KINECT_JOINTS, SEGM_IGNORE, tasks_of
 from pipeline.shards import member_bytes
 
 GREY = (128, 128, 128)  # NaN depth / normal, ignored segmentation
@@ -50,20 +50,6 @@ DEPTH_COLORMAP = "viridis"  # perceptually uniform, readable in greyscale
 DEPTH_HIGH_PERCENTILE = 98.0  # far planes (sky at 100 m) would otherwise squash the near range
 MIN_DEPTH = 1e-3  # metres; the log scale's floor
 LEFT, RIGHT, CENTRE = (80, 160, 255), (255, 110, 80), (240, 240, 240)  # skeleton sides
-
-# The Kinect V2 skeleton as joint-name pairs (NTU RGB+D's 24 bones).
-KINECT_BONES: tuple[tuple[str, str], ...] = (
-    ("spine_base", "spine_mid"), ("spine_mid", "spine_shoulder"), ("spine_shoulder", "neck"),
-    ("neck", "head"),
-    ("spine_shoulder", "shoulder_left"), ("shoulder_left", "elbow_left"), ("elbow_left", "wrist_left"),
-    ("wrist_left", "hand_left"), ("hand_left", "handtip_left"), ("wrist_left", "thumb_left"),
-    ("spine_shoulder", "shoulder_right"), ("shoulder_right", "elbow_right"), ("elbow_right", "wrist_right"),
-    ("wrist_right", "hand_right"), ("hand_right", "handtip_right"), ("wrist_right", "thumb_right"),
-    ("spine_base", "hip_left"), ("hip_left", "knee_left"), ("knee_left", "ankle_left"),
-    ("ankle_left", "foot_left"),
-    ("spine_base", "hip_right"), ("hip_right", "knee_right"), ("knee_right", "ankle_right"),
-    ("ankle_right", "foot_right"),
-)  # fmt: skip
 _JOINT = {name: i for i, name in enumerate(KINECT_JOINTS)}
 BONE_INDEX = tuple((_JOINT[a], _JOINT[b]) for a, b in KINECT_BONES)
 

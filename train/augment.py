@@ -23,6 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from pipeline.geometry import scaled_hw
 from pipeline.schema import BOX_CLS_PADDING, KINECT_FLIP
 
 DENSE = ("depth.npy", "normal.npy", "segm.npy")
@@ -85,12 +86,16 @@ def resample_video(video: np.ndarray, window: SquareWindow, size: int) -> np.nda
     crop = video[:, window.top : window.top + window.side, window.left : window.left + window.side]
     if window.side == size:
         return np.ascontiguousarray(crop)
-    # The window is a strided view (no copy); as NCHW it is channels_last, the layout torch's vectorised
-    # uint8 bilinear kernel wants, and its output comes back channels_last, i.e. NHWC-contiguous.
-    frames = torch.from_numpy(crop).permute(0, 3, 1, 2)
-    # antialias=True is plain bilinear when enlarging (the filter support is then one pixel) and takes
-    # torch's faster separable uint8 path either way.
-    out = F.interpolate(frames, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    return resize_clip(crop, (size, size))
+
+
+def resize_clip(frames: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """uint8 `[T,h,w,3]` (a strided view is fine) -> `[T,*hw,3]`, bilinear, antialiased when shrinking."""
+    # As NCHW a NHWC view is channels_last, the layout torch's vectorised uint8 bilinear kernel wants, and
+    # its output comes back channels_last, i.e. NHWC-contiguous. antialias=True is plain bilinear when
+    # enlarging (the filter support is then one pixel) and takes the faster separable uint8 path either way.
+    nchw = torch.from_numpy(frames).permute(0, 3, 1, 2)
+    out = F.interpolate(nchw, size=hw, mode="bilinear", align_corners=False, antialias=True)
     return out.permute(0, 2, 3, 1).contiguous().numpy()
 
 
@@ -193,15 +198,7 @@ def full_frame_view(sample: dict, protocol: Protocol) -> dict:
     out = dict(sample)
     video = sample["video"]
     height, width = video.shape[1:3]
-    short = protocol.crop_size
-    size = (
-        (short, max(1, round(width * short / height)))
-        if width >= height
-        else (round(height * short / width), short)
-    )
-    frames = torch.from_numpy(video).permute(0, 3, 1, 2)
-    resized = F.interpolate(frames, size=size, mode="bilinear", align_corners=False, antialias=True)
-    out["video"] = resized.permute(0, 2, 3, 1).contiguous().numpy()
+    out["video"] = resize_clip(video, scaled_hw(height, width, protocol.crop_size))
     return out
 
 

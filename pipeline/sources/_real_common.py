@@ -20,7 +20,6 @@ Training views draw from `base.sampling_rng` (seeded by `--seed`, video and view
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -140,11 +139,6 @@ def choice_option(config: BuildConfig, name: str, default: str, choices: Sequenc
     return value
 
 
-def stable_seed(*parts: object) -> int:
-    """A seed that is the same on every machine and Python run (unlike `hash()`)."""
-    return int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:8], "little")
-
-
 @dataclass
 class VideoEntry:
     """One annotated video of a classification dataset, as an adapter lists it."""
@@ -207,7 +201,9 @@ def clip_indices(
     return segment_indices(length, config.frames, view, views, rng)
 
 
-def decode_entry(item: Item, config: BuildConfig, sampling: str = "segment") -> tuple[Clip, VideoEntry]:
+def decode_classification_clip(
+    item: Item, config: BuildConfig, sampling: str = "segment"
+) -> tuple[Clip, VideoEntry]:
     """Cut the item's clip: `config.frames` frames over the entry's frame range, framed by `config`."""
     entry: VideoEntry = item.payload["entry"]
     if entry.error:
@@ -230,11 +226,6 @@ def decode_entry(item: Item, config: BuildConfig, sampling: str = "segment") -> 
     except VideoError as error:
         raise Quarantine(str(error)) from None
     return clip, entry
-
-
-def decode_classification_clip(item: Item, config: BuildConfig, sampling: str = "segment"):
-    """`decode_entry` for the classification sources (kept as their one entry point)."""
-    return decode_entry(item, config, sampling)
 
 
 def clip_sample(item: Item, clip: Clip, entry: VideoEntry) -> Sample:

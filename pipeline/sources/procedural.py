@@ -20,7 +20,7 @@ import numpy as np
 
 from pipeline.config import BuildConfig
 from pipeline.geometry import FULL, Window, label_hw
-from pipeline.schema import KINECT_JOINTS
+from pipeline.schema import KINECT_BONES, KINECT_JOINTS
 from pipeline.sources.base import Item, Option, Sample, Source, sampling_rng, value_fingerprint
 
 ACTIONS: tuple[str, ...] = (
@@ -37,17 +37,10 @@ RENDERER_VERSION = "3"  # 3: any aspect ratio, frame times at segment centres (o
 FAR = 100.0  # metres: the ground beyond is sky (and float16 depth stays finite)
 LOOK_AT = np.array([0.0, 0.6, 0.0])  # every camera looks at this point above the scene centre
 
-# Bones of the stick figure, as pairs of Kinect V2 joint names.
-BONES: tuple[tuple[str, str], ...] = (
-    ("spine_base", "spine_mid"), ("spine_mid", "spine_shoulder"), ("spine_shoulder", "neck"),
-    ("neck", "head"),
-    ("spine_shoulder", "shoulder_left"), ("shoulder_left", "elbow_left"), ("elbow_left", "wrist_left"),
-    ("wrist_left", "hand_left"), ("spine_shoulder", "shoulder_right"), ("shoulder_right", "elbow_right"),
-    ("elbow_right", "wrist_right"), ("wrist_right", "hand_right"), ("spine_base", "hip_left"),
-    ("hip_left", "knee_left"), ("knee_left", "ankle_left"), ("ankle_left", "foot_left"),
-    ("spine_base", "hip_right"), ("hip_right", "knee_right"), ("knee_right", "ankle_right"),
-    ("ankle_right", "foot_right"),
-)  # fmt: skip
+# Bones of the stick figure: the Kinect skeleton without the hand tips and thumbs it does not model.
+BONES: tuple[tuple[str, str], ...] = tuple(
+    bone for bone in KINECT_BONES if not bone[1].startswith(("handtip", "thumb"))
+)
 JOINT = {name: i for i, name in enumerate(KINECT_JOINTS)}
 
 
