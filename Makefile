@@ -1,5 +1,6 @@
 # The two commands of the README. Both create .venv when it is missing and install the project
-# (pvit-pipeline from the root, pvit from model/, both editable).
+# (pvit-pipeline from the root, pvit from model/, both editable; console scripts pvit-pipeline and
+# pvit-train). A changed pyproject.toml reinstalls.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -14,9 +15,9 @@ $(STAMP): pyproject.toml model/pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/pvit-pipeline build --source procedural --out shards/ --frames 8 --size 64 --label-stride 4 --num-samples 640
+	$(BIN)/pvit-pipeline build --source procedural --out shards/ --frames 8 --size 56 --label-stride 4 --num-samples 640 --option aspect=1
 	$(BIN)/pvit-pipeline verify shards/procedural
-	$(BIN)/python train/main.py --recipe train/recipes/demo_procedural.yaml --shards shards
+	$(BIN)/pvit-train --recipe train/recipes/demo_procedural.yaml --shards shards
 	$(BIN)/pvit-pipeline show shards/procedural --split val --count 2
 	$(BIN)/python -m train.visualize --checkpoint $$(ls runs/demo/checkpoints/step_*.pt | tail -n 1) \
 		--shards shards --source procedural --out runs/demo/predictions.png

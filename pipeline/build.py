@@ -12,7 +12,8 @@ with the parts already on disk:
 - a changed config hash (a new `--size`, say) removes `build.json` first, then every shard of the
   old config: readers never see old and new shards together.
 
-The merge writes `manifest.parquet`, `quarantine.jsonl` and finally `build.json`.
+The merge writes `manifest.parquet`, `quarantine.jsonl` and finally `build.json`, which records, with
+the config, the label spaces (`segm_space`, `box_space`) the parts saw in their samples' meta.json.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from pipeline import __version__, parallel
-from pipeline.config import BuildConfig
+from pipeline.config import LABEL_SPACES, BuildConfig
 from pipeline.geometry import (
     FrameGeometry,
     crop_boxes,
@@ -305,6 +306,7 @@ def build_unit(job: UnitJob) -> UnitResult:
     adapter = _adapter(job.source, job.root, job.config)
     out_dir = Path(job.out_dir)
     rows, members = [], []
+    spaces: dict[str, set[str]] = {key: set() for key in LABEL_SPACES}
     for item in job.unit.items:
         key = sample_key(job.source, item.id)
         base = {
@@ -327,6 +329,9 @@ def build_unit(job: UnitJob) -> UnitResult:
             rows.append(manifest_row(**base, status="quarantined", reason=_one_line(error), mask=0))
             continue
         members.append((key, encode_members(meta, video, labels, job.config.codec, job.config.jpeg_quality)))
+        for name, values in spaces.items():
+            if meta.get(name) is not None:
+                values.add(str(meta[name]))
         rows.append(
             manifest_row(
                 **base, status="ok", mask=meta["mask"], label=meta["label"], frames=len(video), hw=meta["hw"]
@@ -339,6 +344,7 @@ def build_unit(job: UnitJob) -> UnitResult:
         "shard": None,
         "sha256": None,
         "bytes": 0,
+        "label_spaces": {name: sorted(values) for name, values in spaces.items()},  # what its samples name
     }
     if members:
         shard_path = out_dir / job.unit.shard
@@ -673,6 +679,23 @@ def _finish(
     return report
 
 
+def label_spaces(source: str, parts: list[dict]) -> dict[str, str | None]:
+    """`{"segm_space": ..., "box_space": ...}`: the one space the source's samples name, None if none.
+
+    Samples carry their label spaces in meta.json; the trainer reads them from build.json, once per
+    source, so two samples that name different spaces are an adapter bug, refused before the commit.
+    """
+    spaces: dict[str, str | None] = {}
+    for name in LABEL_SPACES:
+        named = sorted({space for part in parts for space in part["label_spaces"][name]})
+        if len(named) > 1:
+            raise SourceError(
+                f"{source}: samples name {name} {named[0]!r} and {named[1]!r}; a source has one"
+            )
+        spaces[name] = named[0] if named else None
+    return spaces
+
+
 def _build_json(
     report: BuildReport, parts: list[dict], rows: list[dict], config: BuildConfig, adapter_class: type[Source]
 ) -> dict:
@@ -692,6 +715,7 @@ def _build_json(
         "config": config.hashed_fields(adapter_class.name, adapter_class.version),
         "config_hash": report.config_hash,
         "tasks": list(adapter_class.tasks),
+        **label_spaces(report.source, parts),
         "versions": {
             "pvit-pipeline": __version__,
             "adapter": adapter_class.version,

@@ -1,4 +1,4 @@
-"""The build configuration and its stable hash.
+"""The build configuration, its stable hash, and build.json read back typed (`BuildInfo`).
 
 The hash covers every field that changes the bytes of a sample, plus the adapter's name and
 version and the shard format version, so a changed `--size` or a new adapter release produces a
@@ -10,11 +10,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
-from typing import overload
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, overload
 
-FORMAT_VERSION = 2  # bump when the shard layout itself changes (2: full frames, label stride, views)
+# Bump when the shard layout or build.json changes (2: full frames, label stride, views; 3: build.json
+# records the label spaces). A bump changes every config hash, so `pvit-pipeline build` regenerates.
+FORMAT_VERSION = 3
 CODECS = ("npy", "jpeg")
+LABEL_SPACES = ("segm_space", "box_space")  # the meta.json fields build.json records once per source
+_NOT_FIELDS = ("format", "adapter", "adapter_version")  # keys `hashed_fields` adds to the config's own
 CROPS = ("none", "centre")
 
 
@@ -85,12 +90,70 @@ class BuildConfig:
         fields["options"] = [list(pair) for pair in self.options]
         return {"format": FORMAT_VERSION, "adapter": adapter, "adapter_version": adapter_version, **fields}
 
+    @classmethod
+    def from_json(cls, hashed: Mapping[str, Any]) -> BuildConfig:
+        """The config back from `hashed_fields` (build.json "config"); scheduling fields at their defaults.
+
+        One-line ValueError when it was written for another shard format (read on, it would be misread).
+        """
+        written = hashed.get("format")
+        if written != FORMAT_VERSION:
+            raise ValueError(
+                f"written for shard format {written}, this pvit-pipeline reads format {FORMAT_VERSION}: "
+                f"rebuild the source with `pvit-pipeline build`"
+            )
+        names = {f.name for f in fields(cls) if f.compare}  # the hashed fields
+        given = {key: value for key, value in hashed.items() if key not in _NOT_FIELDS}
+        if set(given) != names:
+            odd = sorted(names.symmetric_difference(given))
+            raise ValueError(
+                f"config fields differ from this pvit-pipeline's ({', '.join(odd)}): rebuild the source"
+            )
+        given["options"] = tuple((str(name), str(value)) for name, value in given["options"])
+        return cls(**given)
+
     def stable_hash(self, adapter: str, adapter_version: str) -> str:
         """A 16-hex-digit hash that is the same on every machine and Python run."""
         canonical = json.dumps(
             self.hashed_fields(adapter, adapter_version), sort_keys=True, separators=(",", ":")
         )
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class BuildInfo:
+    """What a reader of the shards needs from build.json, typed; `from_json` is its one reader."""
+
+    source: str
+    config: BuildConfig  # the geometry: frames, size, crop, label_stride, max_objects, codec, ...
+    config_hash: str
+    tasks: tuple[str, ...]  # the tasks the adapter provides
+    segm_space: str | None  # the label space of segm.npy (the samples' meta.json); None = no segm
+    box_space: str | None  # the label space of boxes_cls.npy; None = no boxes
+    shards: tuple[dict, ...]  # build.json "shards": name, split, samples, bytes, sha256
+
+    @classmethod
+    def from_json(cls, build: Mapping[str, Any]) -> BuildInfo:
+        """Type a parsed build.json (`pipeline.manifest.read_build` checked its common keys).
+
+        One-line ValueError, saying to rebuild, when it lacks what this version writes.
+        """
+        config = BuildConfig.from_json(build["config"])  # first: another format says so, whatever it lacks
+        missing = [key for key in ("tasks", *LABEL_SPACES) if key not in build]
+        if missing:
+            raise ValueError(
+                f"lacks {missing[0]!r} (written by an older pvit-pipeline): "
+                f"rebuild the source with `pvit-pipeline build`"
+            )
+        return cls(
+            source=build["source"],
+            config=config,
+            config_hash=build["config_hash"],
+            tasks=tuple(build["tasks"]),
+            segm_space=build["segm_space"],
+            box_space=build["box_space"],
+            shards=tuple(build["shards"]),
+        )
 
 
 def parse_options(pairs: list[str]) -> tuple[tuple[str, str], ...]:

@@ -63,7 +63,7 @@ if [ "$DEVICE" = cuda ] || [ "${GPU_CHECK_COMPILE:-0}" = 1 ]; then  # inductor's
 fi
 step train_bench 60 "$PY" -m train.bench --shards "$SHARDS" --source procedural --device "$DEVICE" \
     --preset "$PRESET" --workers "$WORKERS" --batch-size "$BATCH" --steps "$BENCH_STEPS" --warmup "$WARMUP"
-step train 120 "$PY" train/main.py --shards "$SHARDS" --real procedural --synthetic procedural \
+step train 120 "$PY" -m train.main --shards "$SHARDS" --real procedural --synthetic procedural \
     --preset "$PRESET" --mode pvit --device "$DEVICE" --amp auto --batch-size "$BATCH" \
     --synthetic-batch-size "$BATCH" --steps "$STEPS" --warmup-steps 20 --lr 1e-4 --workers "$WORKERS" \
     --log-every 20 --no-tensorboard --out "$OUT/train"

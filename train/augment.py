@@ -48,6 +48,7 @@ class Protocol:
     train_scale: tuple[int, int]  # short side before the random crop, in pixels (PySlowFast: 256 320)
     flip: bool
     label_stride: int  # the build's --label-stride: stored frame pixels per label cell
+    rand_augment: str = ""  # timm RandAugment config for real action clips (train/realaug.py); "" = off
 
     @property
     def label_size(self) -> int:

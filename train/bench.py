@@ -47,7 +47,7 @@ def loader_rate(source, workers: int, steps: int, batch_size: int, protocol: Pro
     table = source.split("train")
     plan = StreamPlan((table.shard,), (1.0,), seed=0, stream_id=0, views=(table.view_matrix(),))
     stream = StreamSpec("real", plan, [source], [table], batch_size, world=1, rank=0)
-    geometry = Geometry(protocol, source.config.get("max_objects", 8))
+    geometry = Geometry(protocol, source.config.max_objects)
     loader = make_loader(MixedBatches([stream], 0, steps, geometry, 0), workers)
     iterator = iter(loader)
     next(iterator)  # the first batch pays for worker start-up; the steady rate is what training sees
@@ -104,7 +104,7 @@ def build_bench_shards(root: Path, codec: str, frames: int, size: int, samples: 
 
 
 def bench_source(source, args: argparse.Namespace, label: str) -> list[str]:
-    protocol = Protocol(args.crop_size, tuple(args.train_scale), True, source.config.get("label_stride", 4))
+    protocol = Protocol(args.crop_size, tuple(args.train_scale), True, source.config.label_stride)
     raw = raw_read_rate(source)
     lines = [
         f"{label}: raw sequential read of the train tars: {raw['MB']:.1f} MB at {raw['MB/s']:.0f} MB/s "

@@ -1,8 +1,9 @@
 """Checkpoints: `out/checkpoints/step_XXXXXXXX.pt` plus a readable `.json` sidecar, written atomically.
 
-A checkpoint holds everything a bit-exact continuation needs: model, optimizer, scheduler and grad-scaler
-state, the step, every rank's RNG states, and the data position of each stream. The loader is a pure
-function of (seed, step), so the data position is recorded for people and checked on resume, not replayed.
+A checkpoint holds everything a bit-exact continuation needs: model, optimizer, scheduler (its step count
+and timm's settings) and grad-scaler state, the step, every rank's RNG states, and the data position of each
+stream. The loader is a pure function of (seed, step), so the data position is recorded for people and
+checked on resume, not replayed.
 """
 
 from __future__ import annotations
@@ -114,4 +115,8 @@ def load(path: Path) -> dict:
     if missing:
         lacks = ", ".join(missing)
         raise CheckpointError(f"--resume {path}: not a checkpoint of this trainer (lacks {lacks})")
+    if not isinstance(state["scheduler"], dict) or "steps" not in state["scheduler"]:
+        # Before timm's scheduler (train.main.WarmupCosine) the state was torch's LambdaLR's, and the
+        # optimiser's parameter groups were in another order: neither restores into this trainer.
+        raise CheckpointError(f"--resume {path}: written by an older version of this trainer; start afresh")
     return state

@@ -24,38 +24,21 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from torchvision.io import ImageReadMode, decode_jpeg
 
 from pipeline.reader import decode_sample
-from pipeline.schema import (
-    BOX_CLS_PADDING,
-    NUM_AVA_CLASSES,
-    REAL_TASKS,
-    SEGM_IGNORE,
-    SYNTHETIC_TASKS,
-    TASK_BIT,
-    TASKS,
-)
+from pipeline.schema import REAL_TASKS, SYNTHETIC_TASKS, TASK_BIT
 from pipeline.shards import decode_video, span_members
 from train.augment import Protocol, eval_view, full_frame_view, train_view
 from train.plan import StreamPlan, _rng
+from train.realaug import rand_augment_sample
 from train.sources import ShardMismatch, SourceData, SplitTable
+from train.tasks import TASK_LABEL_KEYS, TRAIN_TASKS, label_key, mask_width, target_keys
 
-# torchvision's video models (MViTv2 K400 weights included) expect these.
-MEAN = (0.45, 0.45, 0.45)
-STD = (0.225, 0.225, 0.225)
-LABEL_KEYS = {
-    "depth": "depth.npy",
-    "normal": "normal.npy",
-    "segm": "segm.npy",
-    "pose3d": "pose3d.npy",
-    "pnr": "pnr.npy",
-}
-CLASS_KEYS = ("action", "oscc")  # one class id per sample, -1 where absent
-PERSON_KEYS = ("ava_boxes", "ava")  # a variable number of rows per sample (AVA persons)
 ROLE_TASKS = {"real": REAL_TASKS, "synthetic": SYNTHETIC_TASKS}
 
 
-def role_mask(role: str) -> int:
-    """Bits a stream may use: the real stream its real-task labels, the synthetic stream its scene labels."""
-    return sum(1 << TASK_BIT[t] for t in ROLE_TASKS[role])
+def role_mask(role: str, extra: tuple[str, ...] = ()) -> int:
+    """Bits a stream may use: the real stream its real-task labels, the synthetic stream its scene labels,
+    plus `extra` (--real-tasks: the real stream's boxes, which the loss scores for `real_boxes` only)."""
+    return sum(1 << TASK_BIT[t] for t in {*ROLE_TASKS[role], *extra})
 
 
 def read_span(path: str, offset: int, size: int, files: dict | None = None) -> dict[str, memoryview]:
@@ -107,28 +90,6 @@ def decode_video_fast(members: Mapping) -> np.ndarray:
     return torch.stack([frame.permute(1, 2, 0) for frame in frames]).numpy()
 
 
-def ava_persons(sample: dict, evaluating: bool) -> tuple[np.ndarray, np.ndarray]:
-    """The person boxes the AVA head sees and their labels (paper §C.5, SlowFast's box lists).
-
-    Training: the ground-truth persons plus the stored detections overlapping one by IoU > 0.9 (they take
-    its labels). Evaluation: the stored detections when the build has them (`--option proposals=...`), else
-    the ground truth (the "oracle boxes" setting); their labels are only used for a loss, never for mAP,
-    which is scored against the original CSV.
-    """
-    boxes, labels = sample["ava_boxes.npy"], sample["ava_labels.npy"]
-    proposals = sample.get("ava_proposals")
-    if proposals is None or not len(proposals):
-        return boxes, labels
-    if evaluating:
-        return proposals[:, :4].astype(np.float32), np.full((len(proposals), labels.shape[1]), -1, np.int16)
-    kept_boxes, kept_labels = pvit.ava_training_boxes(
-        torch.from_numpy(np.asarray(boxes)),
-        torch.from_numpy(labels.astype(np.float32)),
-        torch.from_numpy(proposals),
-    )
-    return kept_boxes.numpy(), kept_labels.numpy().astype(labels.dtype)
-
-
 def with_proposals(sample: dict) -> dict:
     """meta.json's stored detections (`[x1, y1, x2, y2, score]` rows) as an array the augmentation moves."""
     rows = sample["meta"].get("ava_proposals")
@@ -138,82 +99,54 @@ def with_proposals(sample: dict) -> dict:
 
 
 def sample_arrays(sample: dict, allowed: int, box_slots: int, evaluating: bool = False) -> dict:
-    """The labels of one decoded sample that its stream may use, plus its availability mask."""
+    """The labels of one decoded sample that its stream may use, plus its availability mask; each task's
+    entry of the task table (`train.tasks.TRAIN_TASKS`) reads its own."""
     mask = int(sample["meta"]["mask"]) & allowed
     out: dict = {"video": sample["video"], "mask": mask}  # a view is fine: `collate` stacks (one copy)
-    if mask >> TASK_BIT["action"] & 1:
-        out["action"] = int(sample["meta"]["label"])
-    if mask >> TASK_BIT["oscc"] & 1:
-        out["oscc"] = int(sample["meta"]["oscc"])
-    if mask >> TASK_BIT["ava"] & 1:
-        out["ava_boxes"], out["ava"] = ava_persons(sample, evaluating)
-    for task, member in LABEL_KEYS.items():
-        if mask >> TASK_BIT[task] & 1:
-            out[task] = np.ascontiguousarray(sample[member])
-    if mask >> TASK_BIT["boxes"] & 1:
-        out["boxes"], out["boxes_cls"] = fit_slots(sample["boxes.npy"], sample["boxes_cls.npy"], box_slots)
+    for task in TRAIN_TASKS.values():
+        if mask >> task.bit & 1:
+            out.update(task.read(sample, box_slots, evaluating))
     return out
-
-
-def fit_slots(boxes: np.ndarray, classes: np.ndarray, slots: int) -> tuple[np.ndarray, np.ndarray]:
-    """Pad (NaN / -1) or cut the box slots of `[T, O, 4]` / `[T, O]` to the model's `slots`."""
-    t, have = classes.shape
-    out_boxes = np.full((t, slots, 4), np.nan, dtype=np.float32)
-    out_cls = np.full((t, slots), BOX_CLS_PADDING, dtype=np.int64)
-    keep = min(have, slots)
-    out_boxes[:, :keep], out_cls[:, :keep] = boxes[:, :keep], classes[:, :keep]
-    return out_boxes, out_cls
-
-
-# Placeholders for a sample lacking a label other samples of its batch have (DESIGN §2: masked anyway).
-def _placeholder(task: str, like: np.ndarray) -> np.ndarray:
-    if task == "pnr":
-        return np.zeros(like.shape, dtype=like.dtype)  # all zeros = no PNR, which the loss skips
-    if task == "segm":
-        return np.full(like.shape, SEGM_IGNORE, dtype=like.dtype)
-    if task == "boxes_cls":
-        return np.full(like.shape, BOX_CLS_PADDING, dtype=like.dtype)
-    return np.full(like.shape, np.nan, dtype=like.dtype)
 
 
 def collate(items: list[dict]) -> dict[str, torch.Tensor]:
     """Stack samples with different label sets: placeholders where a label is absent, plus `mask`.
 
-    A task no sample of the batch has is left out altogether (the loss then adds nothing for it).
+    A task no sample of the batch has is left out altogether (the loss then adds nothing for it). Each task's
+    entry of the task table says how its samples stack and what its placeholders are.
     """
+    width = mask_width()
     batch = {
         "video": torch.from_numpy(np.stack([item["video"] for item in items])),
-        "mask": torch.tensor(
-            [[item["mask"] >> bit & 1 for bit in range(len(TASKS))] for item in items]
-        ).bool(),
+        "mask": torch.tensor([[item["mask"] >> bit & 1 for bit in range(width)] for item in items]).bool(),
     }
-    for key in CLASS_KEYS:
-        if any(key in item for item in items):
-            batch[key] = torch.tensor([item.get(key, -1) for item in items], dtype=torch.int64)
-    if any("ava" in item for item in items):
-        batch.update(collate_persons(items))
-    for task in (*LABEL_KEYS, "boxes", "boxes_cls"):
-        present = [item[task] for item in items if task in item]
-        if not present:
-            continue
-        filler = _placeholder(task, present[0])
-        stacked = np.stack([item.get(task, filler) for item in items])
-        if task == "segm":
-            stacked = stacked.astype(np.int32)  # torch has no general uint16 support
-        batch[task] = torch.from_numpy(stacked)
+    for task in TRAIN_TASKS.values():
+        batch.update(task.stack(items, task.keys))
     return batch
 
 
-def collate_persons(items: list[dict]) -> dict[str, torch.Tensor]:
-    """AVA persons, a different number per clip, padded to the batch's most: NaN boxes, -1 label rows."""
-    most = max(1, max(len(item.get("ava_boxes", ())) for item in items))
-    boxes = np.full((len(items), most, 4), np.nan, dtype=np.float32)
-    labels = np.full((len(items), most, NUM_AVA_CLASSES), -1, dtype=np.int16)
-    for i, item in enumerate(items):
-        if "ava" in item:
-            count = len(item["ava_boxes"])
-            boxes[i, :count], labels[i, :count] = item["ava_boxes"], item["ava"]
-    return {"ava_boxes": torch.from_numpy(boxes), "ava": torch.from_numpy(labels)}
+def donor_order(have: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """For each sample, the sample whose label it gets: the samples with `have` set pass their labels round
+    one random cycle (each takes the next one's in a random order), so with two or more of them no sample
+    keeps its own label; the others keep theirs (their label slot is a placeholder)."""
+    donor = np.arange(len(have))
+    holders = rng.permutation(np.flatnonzero(have))
+    donor[holders] = np.roll(holders, -1)
+    return donor
+
+
+def shuffle_task_labels(batch: dict[str, torch.Tensor], rng: np.random.Generator) -> dict[str, torch.Tensor]:
+    """The §A.2 control: each synthetic task's labels permuted among the batch's samples that have it,
+    independently per task. Clips, masks and the multiset of every task's labels stay as they were; only
+    which clip a label belongs to changes (all of a sample's box tensors move together)."""
+    for task in SYNTHETIC_TASKS:
+        keys = [key for key in TASK_LABEL_KEYS[task] if key in batch]
+        have = batch["mask"][:, TASK_BIT[task]].numpy()
+        # Drawn for every task, present or not, so one task's absence never changes another's permutation.
+        donor = torch.from_numpy(donor_order(have, rng))
+        for key in keys:
+            batch[key] = batch[key][donor]
+    return batch
 
 
 @dataclass
@@ -227,6 +160,8 @@ class StreamSpec:
     batch_size: int  # per rank
     world: int
     rank: int
+    shuffle_labels: bool = False  # `shuffle_task_labels` on every batch (--shuffle-synthetic-labels)
+    label_tasks: tuple[str, ...] = ()  # labels read beyond the role's own (--real-tasks on the real stream)
     _cache: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -289,8 +224,16 @@ class MixedBatches(IterableDataset):
                 rng = _rng(self.seed, stream_id, epoch, stream.rank, int(place), 7)
                 sample = self.load(stream, int(source), int(row))
                 sample = train_view(sample, self.geometry.protocol, rng)
-                items.append(sample_arrays(sample, role_mask(stream.role), self.geometry.box_slots))
+                allowed = role_mask(stream.role, stream.label_tasks)
+                if stream.role == "real" and self.geometry.protocol.rand_augment:  # MViTv2's, on action clips
+                    sample = rand_augment_sample(sample, self.geometry.protocol.rand_augment, allowed, rng)
+                items.append(sample_arrays(sample, allowed, self.geometry.box_slots))
             batch = collate(items)
+            # Which rows are real: the loss scores synthetic tasks on the others and real tasks on these.
+            batch["real"] = torch.full((len(items),), stream.role == "real")
+            if stream.shuffle_labels:
+                # From (seed, epoch, step, rank) alone, like the samples: any worker makes the same batch.
+                shuffle_task_labels(batch, _rng(self.seed, stream_id, epoch, step, stream.rank, 11))
             batch["source"] = torch.as_tensor(sources)
             out[stream.role] = batch
         return out
@@ -385,7 +328,9 @@ def make_loader(dataset: IterableDataset, workers: int) -> DataLoader:
 @functools.cache
 def _mean_std(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     # Made once per device: a new torch.tensor(..., device="cuda") per step is a blocking copy (host sync).
-    mean, std = (torch.tensor(v, device=device).view(1, 3, 1, 1, 1) for v in (MEAN, STD))
+    # The pretrained weights' normalisation (pvit owns it: it belongs to the weights, not to the loader).
+    pairs = (pvit.KINETICS_MEAN, pvit.KINETICS_STD)
+    mean, std = (torch.tensor(v, device=device).view(1, 3, 1, 1, 1) for v in pairs)
     return mean, std
 
 
@@ -394,29 +339,13 @@ def to_device(batch: dict, device: torch.device) -> tuple[torch.Tensor, dict[str
     video = batch["video"].to(device, non_blocking=True).permute(0, 4, 1, 2, 3).float().div_(255)
     mean, std = _mean_std(device)
     video = (video - mean) / std
-    targets = {k: v.to(device, non_blocking=True) for k, v in batch.items() if k in TARGET_KEYS}
-    for key in ("depth", "normal", "ava"):
-        if key in targets:
-            targets[key] = targets[key].float()
-    if "segm" in targets:
-        targets["segm"] = targets["segm"].long()
+    keys = target_keys()
+    targets = {k: v.to(device, non_blocking=True) for k, v in batch.items() if k in keys}
+    for key in targets:
+        entry = label_key(key)
+        if entry is not None and entry.device_dtype is not None:
+            targets[key] = targets[key].to(entry.device_dtype)
     return video, targets
-
-
-TARGET_KEYS = (
-    "mask", "action", "depth", "normal", "segm", "pose3d", "boxes", "boxes_cls",
-    "oscc", "pnr", "ava", "ava_boxes",
-)  # fmt: skip
-
-
-MERGE_FILL = {
-    "action": -1,
-    "oscc": -1,
-    "ava": -1,
-    "pnr": 0,
-    "segm": SEGM_IGNORE,
-    "boxes_cls": BOX_CLS_PADDING,
-}
 
 
 def merge(parts: list[dict]) -> dict:
@@ -424,7 +353,7 @@ def merge(parts: list[dict]) -> dict:
     if len(parts) == 1:
         return parts[0]
     out = {"video": torch.cat([p["video"] for p in parts]), "mask": torch.cat([p["mask"] for p in parts])}
-    for key in TARGET_KEYS[1:]:
+    for key in target_keys()[1:]:
         have = [p[key] for p in parts if key in p]
         if not have:
             continue
@@ -434,7 +363,8 @@ def merge(parts: list[dict]) -> dict:
                 filled.append(part[key])
                 continue
             shape = (part["video"].shape[0], *have[0].shape[1:])
-            fill = MERGE_FILL.get(key, float("nan"))
+            entry = label_key(key)
+            fill = entry.fill if entry is not None else float("nan")
             filled.append(torch.full(shape, fill, dtype=have[0].dtype))
         out[key] = torch.cat(filled)
     return out

@@ -16,10 +16,11 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
+from timm.utils import accuracy
 
-from pipeline.schema import SEGM_IGNORE, TASK_BIT
 from train import metrics
 from train.data import to_device
+from train.tasks import TRAIN_TASKS
 
 
 def _gather(values: list) -> list:
@@ -53,107 +54,61 @@ def evaluate_action(
         per_video[group].append((label, prob))
     if not per_video:
         return {"top1": float("nan"), "top5": float("nan"), "videos": 0, "clips": 0}
-    top1 = top5 = 0
-    for entries in per_video.values():
-        label = entries[0][0]
-        ranked = torch.stack([p for _, p in entries]).mean(0).argsort(descending=True)
-        top1 += int(ranked[0] == label)
-        top5 += int(label in ranked[:5].tolist())
+    # One row per video (its clips' softmax averaged), so timm's batch top-k is the percent of videos.
+    probs = torch.stack([torch.stack([p for _, p in entries]).mean(0) for entries in per_video.values()])
+    labels = torch.tensor([entries[0][0] for entries in per_video.values()])
+    top1, top5 = (float(v) for v in accuracy(probs, labels, topk=(1, 5)))  # top-5 of <5 classes: 100
     n = len(per_video)
     return {
-        "top1": 100.0 * top1 / n,
-        "top5": 100.0 * top5 / n,
+        "top1": top1,
+        "top5": top5,
         "videos": n,
         "clips": len(scored),
         "views_per_video": len(scored) * views / n,  # temporal views stored x spatial test crops
     }
 
 
-# Sums reduced over ranks, in this order; each metric is a ratio of two of them.
-_SUMS = ("depth_err", "depth_n", "normal_deg", "normal_n", "pose_err", "pose_n", "box_iou", "box_n")
-
-
 @torch.no_grad()
 def evaluate_tasks(
     model: torch.nn.Module, batches: Iterable[dict], device: torch.device, autocast: Callable, num_seg: int
 ) -> dict[str, float]:
-    """Depth AbsRel, normal angle error (deg), segm mIoU (%), pose MPJPE (mm), box IoU (slot i vs row i)."""
+    """Each task's metric of the task table (`train.tasks.TRAIN_TASKS`): depth AbsRel, normal angle error
+    (deg), segm mIoU (%), pose MPJPE (mm), box IoU (slot i vs row i)."""
     model.eval()
-    sums = dict.fromkeys(_SUMS, 0.0)
-    confusion = torch.zeros(max(num_seg, 1), max(num_seg, 1), dtype=torch.float64)
+    scored = [(name, t.bit, t.keys[0].name, t.metric) for name, t in TRAIN_TASKS.items() if t.metric]
+    sums = {name: metric.start(num_seg) for name, _, _, metric in scored}
     for batch in batches:
         video, targets = to_device(batch, device)
         with autocast():
             preds = {k: v.float() for k, v in model(video).items()}
         keep = batch["valid"].to(device)
-        _accumulate(preds, targets, keep, sums)
-        if "segm" in preds and "segm" in targets:
-            confusion += _confusion(
-                preds["segm"], targets["segm"], _rows(targets, "segm", keep), num_seg
-            ).cpu()
-    totals = torch.tensor([sums[k] for k in _SUMS], dtype=torch.float64)
-    if dist.is_available() and dist.is_initialized():
-        dist.all_reduce(totals)
-        dist.all_reduce(confusion)
-    s = dict(zip(_SUMS, totals.tolist(), strict=True))
-    out = {}
-    for name, num, den, scale in (
-        ("depth_absrel", "depth_err", "depth_n", 1.0),
-        ("normal_angle_deg", "normal_deg", "normal_n", 1.0),
-        ("pose_mpjpe_mm", "pose_err", "pose_n", 1000.0),
-        ("box_iou", "box_iou", "box_n", 1.0),
-    ):
-        if s[den] > 0:
-            out[name] = scale * s[num] / s[den]
-    union = confusion.sum(0) + confusion.sum(1) - confusion.diag()
-    if union.sum() > 0:
-        out["segm_miou"] = float(100.0 * (confusion.diag()[union > 0] / union[union > 0]).mean())
+        for name, bit, key, metric in scored:
+            if key in preds and key in targets:
+                metric.update(preds, targets, _rows(targets, bit, keep), sums[name])
+    _all_reduce(sums)
+    out: dict[str, float] = {}
+    for name, _, _, metric in scored:
+        out.update(metric.result(sums[name]))
     return out
 
 
-def _rows(targets: dict, task: str, keep: torch.Tensor) -> torch.Tensor:
-    return keep & targets["mask"][:, TASK_BIT[task]]
+def _all_reduce(sums: dict[str, dict]) -> None:
+    """Sum every task's sums over ranks, in place: the float ones in one float64 tensor, tensors each."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    floats = [(task, key) for task, part in sums.items() for key, v in part.items() if isinstance(v, float)]
+    totals = torch.tensor([sums[task][key] for task, key in floats], dtype=torch.float64)
+    dist.all_reduce(totals)
+    for (task, key), value in zip(floats, totals.tolist(), strict=True):
+        sums[task][key] = value
+    for part in sums.values():
+        for value in part.values():
+            if isinstance(value, torch.Tensor):
+                dist.all_reduce(value)
 
 
-def _accumulate(preds: dict, targets: dict, keep: torch.Tensor, sums: dict) -> None:
-    if "depth" in preds and "depth" in targets:
-        gt, rows = targets["depth"], _rows(targets, "depth", keep)
-        valid = torch.isfinite(gt) & (gt > 0) & rows.view(-1, 1, 1, 1)
-        err = (preds["depth"] - gt).abs() / gt
-        sums["depth_err"] += float(err[valid].sum())
-        sums["depth_n"] += float(valid.sum())
-    if "normal" in preds and "normal" in targets:
-        gt, rows = targets["normal"], _rows(targets, "normal", keep)
-        valid = torch.isfinite(gt).all(-1) & rows.view(-1, 1, 1, 1)
-        cos = (torch.nn.functional.normalize(preds["normal"], dim=-1) * gt.nan_to_num()).sum(-1)
-        sums["normal_deg"] += float(torch.rad2deg(torch.acos(cos.clamp(-1, 1)))[valid].sum())
-        sums["normal_n"] += float(valid.sum())
-    if "pose3d" in preds and "pose3d" in targets:
-        gt, rows = targets["pose3d"], _rows(targets, "pose3d", keep)
-        valid = torch.isfinite(gt).all(-1) & rows.view(-1, 1, 1)
-        dist_m = (preds["pose3d"] - gt.nan_to_num()).norm(dim=-1)
-        sums["pose_err"] += float(dist_m[valid].sum())
-        sums["pose_n"] += float(valid.sum())
-    if "boxes" in preds and "boxes" in targets:
-        gt, rows = targets["boxes"], _rows(targets, "boxes", keep)
-        valid = torch.isfinite(gt).all(-1) & rows.view(-1, 1, 1)
-        sums["box_iou"] += float(_pair_iou(preds["boxes"], gt.nan_to_num())[valid].sum())
-        sums["box_n"] += float(valid.sum())
-
-
-def _pair_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """IoU of box a[i] with box b[i] (xyxy), elementwise over leading dims."""
-    lt, rb = torch.maximum(a[..., :2], b[..., :2]), torch.minimum(a[..., 2:], b[..., 2:])
-    inter = (rb - lt).clamp(min=0).prod(-1)
-    area = (a[..., 2:] - a[..., :2]).clamp(min=0).prod(-1) + (b[..., 2:] - b[..., :2]).clamp(min=0).prod(-1)
-    return inter / (area - inter).clamp(min=1e-9)
-
-
-def _confusion(logits: torch.Tensor, gt: torch.Tensor, rows: torch.Tensor, num: int) -> torch.Tensor:
-    pred = logits.argmax(1)
-    valid = (gt != SEGM_IGNORE) & (gt >= 0) & (gt < num) & rows.view(-1, 1, 1, 1)
-    index = gt[valid] * num + pred[valid]
-    return torch.bincount(index, minlength=num * num).view(num, num).double()
+def _rows(targets: dict, bit: int, keep: torch.Tensor) -> torch.Tensor:
+    return keep & targets["mask"][:, bit]
 
 
 # ----------------------------------------------------------------------------- Ego4D and AVA

@@ -1,47 +1,48 @@
 """Train PViT on real + synthetic shards.
 
     torchrun --nproc_per_node=N train/main.py --shards shards/ --real ssv2 --synthetic hypersim,surreact \
-        [--recipe train/recipes/ssv2_pvit.yaml] [--mode pvit|mt|vpt|plain] [--resume latest]
+        [--recipe train/recipes/ssv2_pvit.yaml] [--mode pvit|mt|vpt|np|plain] [--resume latest]
 
+The same trainer: the console script `pvit-train` (`torchrun --no-python pvit-train ...`) and the module
+(`torchrun -m train.main ...`). The script form needs the package installed (`make`), which puts `train`
+on the path.
 Also callable in-process: `from train.main import main; main(["--shards", ..., "--steps", "3"])`.
-Flags: `python train/main.py --help`. The loop: batch = next(it) -> train_step -> maybe log / eval / save.
+Flags: `pvit-train --help`. The loop: batch = next(it) -> train_step -> maybe log / eval / save.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import math
 import sys
+import time
 from pathlib import Path
+from typing import cast
 
-if __package__ in (None, ""):  # run as a script (torchrun train/main.py): import from the repository root
-    _here = str(Path(__file__).resolve().parent)
-    sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(_here)]
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import pvit
+import torch
+from pvit.tasks import DOWNSTREAM_TASKS
+from timm.optim import create_optimizer_v2
+from timm.scheduler import CosineLRScheduler
+from torch.nn.parallel import DistributedDataParallel
 
-import contextlib  # noqa: E402
-import dataclasses  # noqa: E402
-import math  # noqa: E402
-import time  # noqa: E402
-from typing import cast  # noqa: E402
-
-import pvit  # noqa: E402
-import torch  # noqa: E402
-from pvit.tasks import DOWNSTREAM_TASKS  # noqa: E402
-from torch.nn.parallel import DistributedDataParallel  # noqa: E402
-
-from pipeline.labelspace import load_label_space  # noqa: E402
-from pipeline.schema import SYNTHETIC_TASKS  # noqa: E402
-from train import checkpoint  # noqa: E402
-from train.augment import Protocol  # noqa: E402
-from train.config import VERIFY_AUTO_BYTES, TrainConfig, parse_config, parse_weighted  # noqa: E402
-from train.data import EvalBatches, Geometry, MixedBatches, StreamSpec, make_loader, merge, to_device  # noqa: E402
-from train.distributed import Dist, all_gather_object, mean_over_ranks, setup, teardown  # noqa: E402
-from train.evaluate import evaluate_action, evaluate_ava, evaluate_ego4d, evaluate_tasks  # noqa: E402
-from train.logger import MetricLogger, NullLogger, print0, progress_line  # noqa: E402
-from train.plan import StreamPlan, position  # noqa: E402
-from train.sources import (  # noqa: E402
+from pipeline.labelspace import load_label_space
+from pipeline.schema import SYNTHETIC_TASKS
+from train import checkpoint
+from train.augment import Protocol
+from train.config import VERIFY_AUTO_BYTES, TrainConfig, parse_config, parse_weighted, program_name
+from train.data import EvalBatches, Geometry, MixedBatches, StreamSpec, make_loader, merge, to_device
+from train.distributed import Dist, all_gather_object, mean_over_ranks, setup, teardown
+from train.evaluate import evaluate_action, evaluate_ava, evaluate_ego4d, evaluate_tasks
+from train.logger import MetricLogger, NullLogger, print0, progress_line
+from train.plan import StreamPlan, position, video_subset
+from train.realaug import action_rows, batch_augment, batch_seed
+from train.sources import (
     ShardMismatch,
     SourceData,
     check_compatible,
+    has_task,
     num_action_classes,
     open_source,
     verify_shards,
@@ -60,7 +61,7 @@ class Run:
     train_model: torch.nn.Module
     loss_fn: pvit.MultiTaskLoss
     optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LambdaLR
+    scheduler: WarmupCosine  # timm's cosine, stepped after every optimiser step
     scaler: torch.amp.GradScaler
     streams: list[StreamSpec]
     sources: dict[str, list[SourceData]]
@@ -78,7 +79,10 @@ def open_streams(
     cfg: TrainConfig, d: Dist
 ) -> tuple[dict[str, list[SourceData]], dict[str, list[float]], dict]:
     """Open every source and refuse any disagreement before a model or a worker exists."""
-    roles = {"real": parse_weighted(cfg.real)}
+    # --synthetic-only (pretrain stage 1) opens no real source: no real stream, no action loss or metric.
+    roles = {"real": [] if cfg.synthetic_only else parse_weighted(cfg.real)}
+    if cfg.synthetic_only and cfg.real:
+        print0(d.rank, f"note: --synthetic-only: the real source(s) {', '.join(cfg.real)} are not read")
     if cfg.uses_synthetic:
         roles["synthetic"] = parse_weighted(cfg.synthetic)
     sources = {role: [open_source(cfg.shards, name) for name, _ in named] for role, named in roles.items()}
@@ -88,15 +92,17 @@ def open_streams(
     if note:
         print0(d.rank, note)
     label_stride = pvit.get_config(cfg.preset).label_stride
-    geometry = check_compatible([s for group in sources.values() for s in group], label_stride)
+    # Label spaces: only the synthetic stream's labels feed the synthetic heads (real boxes have their own).
+    everything = [s for group in sources.values() for s in group]
+    geometry = check_compatible(everything, label_stride, labelled=sources.get("synthetic", []))
     return sources, weights, geometry
 
 
 def build_model(
     cfg: TrainConfig, sources: dict[str, list[SourceData]], geometry: dict
 ) -> tuple[pvit.PViT, int]:
-    synthetic = sources.get("synthetic", [])
-    tasks = tuple(t for t in SYNTHETIC_TASKS if any(t in s.tasks for s in synthetic)) or SYNTHETIC_TASKS
+    """The model the config and the opened sources call for; returns it and its segmentation classes."""
+    tasks = synthetic_tasks(cfg, sources.get("synthetic", []))
     num_seg = load_label_space(geometry["segm_space"]).num_classes if geometry.get("segm_space") else 1
     num_box = load_label_space(geometry["box_space"]).num_classes if geometry.get("box_space") else 1
     real = sources["real"]
@@ -106,62 +112,132 @@ def build_model(
         cfg.preset, cfg.mode, num_classes=num_action_classes(real, cfg.num_classes) if classifies else 1,
         num_seg_classes=num_seg, num_box_classes=num_box, num_box_slots=geometry["max_objects"],
         tasks=tasks, num_frames=geometry["frames"], downstream=downstream,
+        prompts_per_task=cfg.prompts_per_task, one_prompt=cfg.one_prompt, freeze_backbone=cfg.freeze_backbone,
+        real_tasks=cfg.real_tasks, num_real_box_classes=real_box_classes(cfg, real),
     )  # fmt: skip
     if cfg.pretrained:
-        pvit.load_kinetics_pretrained(model, cfg.pretrained)
+        pvit.load_pretrained(model, cfg.pretrained)  # a name ("k400", torch hub cache) or a path
     return model, num_seg
 
 
-def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """No decay for biases, norms (1-d tensors) and what the model names in no_weight_decay()."""
-    skip: set[str] = getattr(model, "no_weight_decay", set)()
-    decay: list[torch.nn.Parameter] = []
-    no_decay: list[torch.nn.Parameter] = []
-    for name, param in model.named_parameters():
-        if param.requires_grad:
-            (no_decay if param.ndim <= 1 or name in skip else decay).append(param)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+def synthetic_tasks(cfg: TrainConfig, synthetic: list[SourceData]) -> tuple[str, ...]:
+    """--tasks, or every synthetic task the synthetic sources carry (all of them when none is read).
+
+    A task in --tasks that no synthetic source read by this run carries would get a head that never trains.
+    """
+    carried = tuple(t for t in SYNTHETIC_TASKS if any(t in s.tasks for s in synthetic))
+    if not cfg.tasks:
+        return carried or SYNTHETIC_TASKS
+    missing = [t for t in cfg.tasks if t not in carried]
+    if cfg.uses_synthetic and missing:
+        raise ValueError(
+            f"--tasks {','.join(missing)}: no --synthetic source carries it "
+            f"(they carry {','.join(carried) or 'no synthetic task'})"
+        )
+    return cfg.tasks
+
+
+def real_box_classes(cfg: TrainConfig, real: list[SourceData]) -> int:
+    """Classes of the real stream's boxes for --real-tasks boxes (Something-Else: hand, object), else 0."""
+    if "boxes" not in cfg.real_tasks:
+        return 0
+    labelled = [s for s in real if "train" in s.splits and has_task(s.splits["train"].mask, "boxes").any()]
+    if not labelled:
+        raise ValueError("--real-tasks boxes: no --real source has box labels in its train split")
+    spaces = {s.box_space for s in labelled if s.box_space}
+    if len(spaces) > 1:
+        listing = ", ".join(sorted(spaces))
+        raise ShardMismatch(f"--real-tasks boxes: the real sources' box spaces differ ({listing})")
+    return load_label_space(spaces.pop()).num_classes if spaces else 1
 
 
 def make_optimizer(cfg: TrainConfig, model: torch.nn.Module, device: torch.device) -> torch.optim.Optimizer:
-    """AdamW, Adam (the paper's SSv2/Ego4D recipes: L2 weight decay) or SGD with momentum (AVA, SlowFast)."""
-    groups = param_groups(model, cfg.weight_decay)
-    fused = True if device.type == "cuda" else None  # one kernel for all parameters on CUDA
+    """AdamW, Adam (the paper's SSv2/Ego4D recipes: L2 weight decay) or SGD with momentum (AVA, SlowFast).
+
+    timm's `create_optimizer_v2` builds the torch optimiser and its weight-decay groups
+    (`param_groups_weight_decay`): no decay for 1-d tensors (biases, norms) and for the names the model's
+    `no_weight_decay()` lists (prompts, CLS, relative positions); frozen parameters are left out.
+    """
+    # timm passes extra keywords to the torch class: fused=True is one kernel for all parameters on CUDA.
+    fused = True if device.type == "cuda" else None
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(
-            groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0, fused=fused
+        # timm's "sgd" is Nesterov momentum; "momentum" is classical, i.e. plain SGD at momentum 0 (torch
+        # refuses Nesterov without momentum).
+        name = "sgd" if cfg.momentum > 0 else "momentum"
+        return create_optimizer_v2(
+            model, name, lr=cfg.lr, weight_decay=cfg.weight_decay, momentum=cfg.momentum, fused=fused
         )
-    if cfg.optimizer == "adam":
-        return torch.optim.Adam(groups, lr=cfg.lr, betas=cfg.betas, fused=fused)
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, fused=fused)
+    return create_optimizer_v2(
+        model, cfg.optimizer, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=cfg.betas, fused=fused
+    )
 
 
-def cosine_with_warmup(total: int, warmup: int, min_ratio: float):
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = min(1.0, (step - warmup) / max(1, total - warmup))
-        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+class WarmupCosine:
+    """timm's `CosineLRScheduler` stepped once per optimiser step (`t_in_epochs=False`).
 
-    return factor
+    Linear warmup from 0: step i (0-based) trains at lr x i / warmup; then a cosine from lr at step `warmup`
+    down towards `lr_min`, reached at step `total`. timm's scheduler keeps no step count (`step_update`
+    takes one), so this class keeps it: the count is what a checkpoint stores, and loading it sets the
+    optimiser's lr to exactly what an uninterrupted run would use next.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, total: int, warmup: int, lr_min: float) -> None:
+        self.timm = CosineLRScheduler(
+            optimizer,
+            t_initial=max(1, total - warmup),  # the cosine's length, after the warmup (warmup_prefix)
+            lr_min=lr_min,
+            warmup_t=warmup,
+            warmup_lr_init=0.0,
+            warmup_prefix=True,
+            t_in_epochs=False,
+        )
+        self.optimizer = optimizer
+        self.steps = 0  # optimiser steps taken
+
+    def step(self) -> None:
+        """Call after each optimiser step: sets the lr of the next one."""
+        self.steps += 1
+        self.timm.step_update(self.steps)
+
+    def get_last_lr(self) -> list[float]:
+        """The lr the next step uses, per parameter group (torch's LRScheduler name)."""
+        return [group["lr"] for group in self.optimizer.param_groups]
+
+    def state_dict(self) -> dict:
+        return {"steps": self.steps, "timm": self.timm.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.timm.load_state_dict(state["timm"])
+        self.steps = int(state["steps"])
+        self.timm.step_update(self.steps)
 
 
 def make_streams(cfg: TrainConfig, d: Dist, sources: dict, weights: dict) -> list[StreamSpec]:
     streams = []
     for role, group in sources.items():
+        if not group:  # the real role under --synthetic-only
+            continue
         global_batch = cfg.batch_size if role == "real" else cfg.synthetic_batch_size
         if global_batch % d.world:
             raise ValueError(f"{role} batch {global_batch} is not divisible by the {d.world} ranks")
         tables = [s.split("train") for s in group]
+        views = [t.view_matrix() for t in tables]
+        synthetic = role == "synthetic"
+        if synthetic and cfg.synthetic_fraction < 1.0:  # Fig. 4b: the plan (and its epoch) sees only these
+            views = [
+                video_subset(v, t.group, cfg.synthetic_fraction) for v, t in zip(views, tables, strict=True)
+            ]
         plan = StreamPlan(
             tuple(t.shard for t in tables),
             tuple(weights[role]),
             cfg.seed,
             STREAM_IDS[role],
             cfg.shuffle_window,
-            views=tuple(t.view_matrix() for t in tables),
+            views=tuple(views),
         )
-        stream = StreamSpec(role, plan, group, tables, global_batch // d.world, d.world, d.rank)
+        stream = StreamSpec(role, plan, group, tables, global_batch // d.world, d.world, d.rank,
+                            shuffle_labels=synthetic and cfg.shuffle_synthetic_labels,
+                            label_tasks=cfg.real_tasks if role == "real" else ())  # fmt: skip
         if stream.batches_per_epoch < 1:
             raise ValueError(
                 f"{role} stream: {plan.per_rank(d.world)} samples per rank, fewer than one batch"
@@ -186,12 +262,15 @@ def prepare(cfg: TrainConfig, d: Dist) -> Run:
         torch.backends.cudnn.allow_tf32 = True
     sources, weights, geometry = open_streams(cfg, d)
     model, num_seg = build_model(cfg, sources, geometry)
+    if cfg.init_from:  # after --pretrained, so the stage-1 backbone is what this run starts from
+        count = init_backbone(model, cfg.init_from)
+        print0(d.rank, f"backbone initialised from {cfg.init_from} ({count} tensors); "
+                       "the action head, task heads and prompts start fresh")  # fmt: skip
     model.to(d.device)
     streams = make_streams(cfg, d, sources, weights)
     total = cfg.steps or math.ceil(cfg.epochs * streams[0].batches_per_epoch)
     optimizer = make_optimizer(cfg, model, d.device)
-    schedule = cosine_with_warmup(total, cfg.warmup_steps, cfg.min_lr_ratio)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    scheduler = WarmupCosine(optimizer, total, cfg.warmup_steps, cfg.lr * cfg.min_lr_ratio)
     scaler = torch.amp.GradScaler(d.device.type, enabled=cfg.amp == "fp16")
     train_model: torch.nn.Module = model
     if d.world > 1:
@@ -201,13 +280,46 @@ def prepare(cfg: TrainConfig, d: Dist) -> Run:
     if cfg.compile:
         # The model only (DDP-wrapped, as torch recommends); the loss and the optimiser stay eager.
         train_model = cast(torch.nn.Module, torch.compile(train_model))
-    protocol = Protocol(cfg.crop_size, cfg.train_scale, cfg.flip, geometry["label_stride"])
+    protocol = Protocol(cfg.crop_size, cfg.train_scale, cfg.flip, geometry["label_stride"], cfg.rand_augment)
     geo = Geometry(protocol, geometry["max_objects"])
     loss_fn = pvit.MultiTaskLoss(
         weights=cfg.loss_weights, max_depth=cfg.max_depth, action_label_smoothing=cfg.label_smoothing
     )
     return Run(cfg, d, model, train_model, loss_fn, optimizer, scheduler, scaler, streams, sources, geo,
                num_seg, total)  # fmt: skip
+
+
+def is_backbone_key(name: str) -> bool:
+    """The encoder's weights in a PViT state dict: `backbone.*` less the prompts and the action head."""
+    return name.startswith("backbone.") and not name.startswith(("backbone.prompt_tokens", "backbone.head."))
+
+
+def init_backbone(model: pvit.PViT, path: str) -> int:
+    """Load only the backbone weights of a checkpoint this trainer wrote (pretrain-then-finetune stage 2).
+
+    Unlike --resume nothing else is restored (optimiser, schedule, step, data position, RNG). Returns the
+    number of tensors loaded; a file that is not such a checkpoint or a backbone of another shape is one line.
+    """
+    try:
+        # weights_only=False: a trainer checkpoint holds numpy RNG states (as --resume reads it).
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as error:  # torch.load fails in many ways on a non-checkpoint
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ValueError(f"--init-from {path}: not a readable checkpoint ({first[:200]})") from None
+    weights = state.get("model") if isinstance(state, dict) else None
+    theirs = {k: v for k, v in weights.items() if is_backbone_key(k)} if isinstance(weights, dict) else {}
+    if not theirs:
+        raise ValueError(f"--init-from {path}: no backbone weights in it (not a checkpoint of this trainer)")
+    ours = {k: v for k, v in model.state_dict().items() if is_backbone_key(k)}
+    for key in sorted(ours.keys() | theirs.keys()):
+        have, want = (tuple(t[key].shape) if key in t else "absent" for t in (theirs, ours))
+        if have != want:
+            raise ValueError(
+                f"--init-from {path}: its backbone differs from this model's at {key} ({have} vs {want}); "
+                "use the --preset and clip size of the run that wrote it"
+            )
+    model.load_state_dict(theirs, strict=False)
+    return len(theirs)
 
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -275,7 +387,13 @@ def maybe_resume(run: Run) -> None:
 
 def train_step(run: Run, batch: dict, autocast) -> dict[str, torch.Tensor]:
     """One optimiser step on the real + synthetic batch; returns detached losses and the grad norm."""
-    video, targets = to_device(merge([batch[s.role] for s in run.streams]), run.dist.device)
+    parts = [batch[s.role] for s in run.streams]
+    video, targets = to_device(merge(parts), run.dist.device)
+    augment = batch_augment(run.cfg, run.model.cfg.num_classes)
+    if augment.enabled:  # MViTv2's erasing and mixup/cutmix, on the real action clips only (off by default)
+        rows = action_rows(parts, [s.role for s in run.streams])
+        seed = batch_seed(run.cfg.seed, int(batch["step"]), run.dist.rank)  # any worker count: same batch
+        video, targets = augment(video, targets, rows, seed)
     with autocast():
         preds = run.train_model(video, boxes=targets.get("ava_boxes"))
     total, per_task = run.loss_fn({k: v.float() for k, v in preds.items()}, targets)
@@ -288,7 +406,7 @@ def train_step(run: Run, batch: dict, autocast) -> dict[str, torch.Tensor]:
     )
     # The norm is of all-reduced gradients, so every rank takes the same decision (no DDP hang).
     if not run.scaler.is_enabled():
-        (run.guard or FiniteGuard(norm.device, eager=True)).update(norm, total, run.scheduler.last_epoch + 1)
+        (run.guard or FiniteGuard(norm.device, eager=True)).update(norm, total, run.scheduler.steps + 1)
     run.scaler.step(run.optimizer)
     run.scaler.update()
     run.scheduler.step()
@@ -387,9 +505,7 @@ def log_progress(run: Run, meter: Meter, steps_done: int, logger, totals: dict) 
     means = mean_over_ranks(torch.stack([meter.sums[k] for k in names]) / meter.steps).tolist()
     values = dict(zip(names, means, strict=True))
     elapsed = time.perf_counter() - meter.started
-    clips = meter.steps * (
-        run.cfg.batch_size + (run.cfg.synthetic_batch_size if run.cfg.uses_synthetic else 0)
-    )
+    clips = meter.steps * run.dist.world * sum(s.batch_size for s in run.streams)  # global clips per step
     lr = float(run.scheduler.get_last_lr()[0])
     share = meter.wait / max(elapsed, 1e-9)
     totals["wait"] += meter.wait
@@ -470,6 +586,8 @@ def check_setup(cfg: TrainConfig) -> None:
     """Refuse, before any process group or model, a device that is not there and an --out that is a file."""
     if cfg.device == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda: no CUDA GPU is visible to torch here; use --device cpu (or auto)")
+    if cfg.init_from and not Path(cfg.init_from).is_file():
+        raise ValueError(f"--init-from {cfg.init_from}: no such checkpoint file")
     for path in [Path(cfg.out), *Path(cfg.out).parents]:
         if path.exists():
             if not path.is_dir():
@@ -503,7 +621,7 @@ def cli() -> None:
     try:
         main()
     except (ShardMismatch, ValueError, FileNotFoundError) as error:
-        print(f"train/main.py: error: {one_line(error)}", file=sys.stderr)
+        print(f"{program_name()}: error: {one_line(error)}", file=sys.stderr)
         raise SystemExit(2) from None
 
 

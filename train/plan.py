@@ -13,6 +13,7 @@ nothing else, and any rank can compute any position without reading a byte.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -51,6 +52,37 @@ def view_matrix(group: np.ndarray, view: np.ndarray) -> np.ndarray:
         by_video[video[row]].append(int(row))
     width = max((len(rows) for rows in by_video), default=1)
     return np.array([np.resize(rows, width) for rows in by_video], dtype=np.int64).reshape(-1, width)
+
+
+def id_rank(ids: np.ndarray) -> np.ndarray:
+    """A fixed pseudo-random rank of every id (blake2b of the id string, ties broken by the id itself).
+
+    Depends on the ids alone, not on the seed or the row order, so a subset cut by it is the same data for
+    every seed and every rebuild that keeps the ids.
+    """
+    keys = [(hashlib.blake2b(str(i).encode(), digest_size=8).digest(), str(i)) for i in ids]
+    order = sorted(range(len(keys)), key=keys.__getitem__)
+    rank = np.empty(len(keys), dtype=np.int64)
+    rank[order] = np.arange(len(keys))
+    return rank
+
+
+def fraction_subset(ids: np.ndarray, fraction: float) -> np.ndarray:
+    """Indices (ascending) of the `round(fraction x n)` ids (at least one) that come first in `id_rank`.
+
+    Nested by construction: every smaller fraction keeps a subset of a larger one's ids (Fig. 4b's data
+    fractions), and 1.0 keeps all of them.
+    """
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"a data fraction must be in (0, 1], got {fraction:g}")
+    keep = max(1, round(fraction * len(ids))) if len(ids) else 0
+    return np.flatnonzero(id_rank(ids) < keep)
+
+
+def video_subset(views: np.ndarray, group: np.ndarray, fraction: float) -> np.ndarray:
+    """The rows of a `view_matrix` (one per video) whose video id `group[views[:, 0]]` is in the
+    `fraction_subset`; a plan over them has a proportionally shorter epoch."""
+    return views[fraction_subset(group[views[:, 0]], fraction)]
 
 
 @dataclass(frozen=True)

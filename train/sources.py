@@ -1,21 +1,20 @@
 """Opening built sources for training, and refusing, before any step runs, shards that disagree.
 
 A source is `<shards>/<name>/` with `build.json` (the commit marker of a finished build) and
-`manifest.parquet`. Everything the trainer knows about a source (its shard list, per-sample byte spans,
-masks and labels) comes from those two files, never from counting tar members.
+`manifest.parquet`. Everything the trainer knows about a source (its geometry and label spaces, shard
+list, per-sample byte spans, masks and labels) comes from those two files, never from reading samples.
 """
 
 from __future__ import annotations
 
-import io
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from pipeline.manifest import BuildDirError, read_build, read_manifest
-from pipeline.schema import META_JSON, TASK_BIT
+from pipeline.config import BuildConfig, BuildInfo
+from pipeline.manifest import BUILD_JSON, BuildDirError, read_build, read_manifest
+from pipeline.schema import TASK_BIT
 from pipeline.shards import file_sha256
 from train.plan import view_matrix
 
@@ -49,12 +48,12 @@ class SourceData:
     name: str
     directory: Path
     config_hash: str
-    config: dict  # build.json "config": frames, size, label_size, codec, max_objects, ...
+    config: BuildConfig  # build.json "config": frames, size, label_stride, codec, max_objects, ...
     tasks: tuple[str, ...]  # the tasks the adapter provides
     shards: list[str]  # absolute tar paths, in build.json order
     splits: dict[str, SplitTable]
-    segm_space: str | None  # meta.json segm_space of its samples (None when it has no segm)
-    box_space: str | None  # meta.json box_space (None when absent)
+    segm_space: str | None  # build.json segm_space: its samples' segm label space (None: no segm)
+    box_space: str | None  # build.json box_space (None: no boxes)
     build_shards: list[dict] = field(default_factory=list)  # build.json "shards": name, bytes, sha256, ...
 
     def split(self, name: str) -> SplitTable:
@@ -72,8 +71,12 @@ def open_source(shards_dir: str | Path, name: str) -> SourceData:
         table = read_manifest(directory).to_pydict()
     except BuildDirError as error:
         raise ShardMismatch(f"source {name}: {error}") from None
-    shards = [str(directory / shard["name"]) for shard in build["shards"]]
-    _check_shards(name, build, table, shards)
+    try:
+        info = BuildInfo.from_json(build)
+    except ValueError as error:  # an older or hand-edited build.json: one line, saying to rebuild
+        raise ShardMismatch(f"source {name}: {directory / BUILD_JSON}: {error}") from None
+    shards = [str(directory / shard["name"]) for shard in info.shards]
+    _check_shards(name, info, table, shards)
     index = {Path(path).name: i for i, path in enumerate(shards)}
     ok = [i for i, status in enumerate(table["status"]) if status == "ok"]
     splits: dict[str, SplitTable] = {}
@@ -90,30 +93,29 @@ def open_source(shards_dir: str | Path, name: str) -> SourceData:
             group=np.array([table["view_group"][i] for i in rows], dtype=object),
             view=np.array([table["view"][i] for i in rows], dtype=np.int64),
         )
-    meta = first_meta(shards, splits)
     return SourceData(
         name=name,
         directory=directory,
-        config_hash=build["config_hash"],
-        config=build["config"],
-        tasks=tuple(build.get("tasks", ())),
+        config_hash=info.config_hash,
+        config=info.config,
+        tasks=info.tasks,
         shards=shards,
         splits=splits,
-        segm_space=meta.get("segm_space"),
-        box_space=meta.get("box_space", meta.get("segm_space")),
-        build_shards=build["shards"],
+        segm_space=info.segm_space,
+        box_space=info.box_space,
+        build_shards=list(info.shards),
     )
 
 
-def _check_shards(name: str, build: dict, table: dict, shards: list[str]) -> None:
-    want = build["config_hash"]
+def _check_shards(name: str, build: BuildInfo, table: dict, shards: list[str]) -> None:
+    want = build.config_hash
     hashes = {h for h, status in zip(table["config_hash"], table["status"], strict=True) if status == "ok"}
     if hashes - {want}:
         raise ShardMismatch(
             f"source {name}: manifest rows carry config hash(es) {', '.join(sorted(hashes - {want}))} but "
             f"build.json says {want}: shards from different builds are mixed; rebuild the source"
         )
-    listed = {Path(path).name: shard["samples"] for path, shard in zip(shards, build["shards"], strict=True)}
+    listed = {Path(path).name: shard["samples"] for path, shard in zip(shards, build.shards, strict=True)}
     counted: dict[str, int] = {}
     for shard, status in zip(table["shard"], table["status"], strict=True):
         if status == "ok":
@@ -132,7 +134,7 @@ def _check_shards(name: str, build: dict, table: dict, shards: list[str]) -> Non
     missing = [path for path in shards if not Path(path).is_file()]
     if missing:
         raise ShardMismatch(f"source {name}: shard file(s) missing: {', '.join(missing[:3])}")
-    for path, shard in zip(shards, build["shards"], strict=True):
+    for path, shard in zip(shards, build.shards, strict=True):
         size = Path(path).stat().st_size
         if size != shard["bytes"]:
             raise ShardMismatch(
@@ -165,27 +167,19 @@ def verify_shards(sources: list[SourceData], mode: str, limit: int) -> str | Non
     return None
 
 
-def first_meta(shards: list[str], splits: dict[str, SplitTable]) -> dict:
-    """meta.json of one sample (label-space names are per source, so one sample speaks for all)."""
-    for table in splits.values():
-        if len(table):
-            from train.data import read_span  # local import: data imports this module
-
-            members = read_span(shards[int(table.shard[0])], int(table.offset[0]), int(table.size[0]))
-            return json.load(io.BytesIO(members[META_JSON]))
-    return {}
-
-
-def check_compatible(sources: list[SourceData], label_stride: int) -> dict:
+def check_compatible(
+    sources: list[SourceData], label_stride: int, labelled: list[SourceData] | None = None
+) -> dict:
     """Refuse sources that disagree on clip geometry or label spaces, or with the model's label stride.
 
     Stored sizes and aspect ratios may differ (every clip is cropped to the model's square before
     collation); frame counts and the label stride may not. Returns the shared geometry
-    `{"frames", "label_stride", "max_objects", "segm_space", "box_space"}`.
+    `{"frames", "label_stride", "max_objects", "segm_space", "box_space"}`. Label spaces are compared among
+    `labelled` (default all): the sources whose segm/box labels the synthetic heads read.
     """
     geometry = {}
     for key in ("frames", "label_stride"):
-        values = {source.name: source.config.get(key) for source in sources}
+        values = {source.name: getattr(source.config, key) for source in sources}
         if len(set(values.values())) > 1:
             listing = ", ".join(f"{n}={v}" for n, v in values.items())
             flag = "--" + key.replace("_", "-")
@@ -196,9 +190,10 @@ def check_compatible(sources: list[SourceData], label_stride: int) -> dict:
             f"shards store dense labels at stride {geometry['label_stride']} but the model's dense heads "
             f"predict at stride {label_stride}: rebuild with --label-stride {label_stride}"
         )
-    geometry["max_objects"] = max(int(source.config.get("max_objects", 8)) for source in sources)
+    geometry["max_objects"] = max(source.config.max_objects for source in sources)
     for attr, task in (("segm_space", "segm"), ("box_space", "boxes")):
-        spaces = {s.name: getattr(s, attr) for s in sources if task in s.tasks and getattr(s, attr)}
+        read = sources if labelled is None else labelled
+        spaces = {s.name: getattr(s, attr) for s in read if task in s.tasks and getattr(s, attr)}
         if len(set(spaces.values())) > 1:
             listing = ", ".join(f"{n}={v}" for n, v in spaces.items())
             raise ShardMismatch(

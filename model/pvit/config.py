@@ -5,10 +5,36 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
-from .tasks import DENSE_TASKS, DOWNSTREAM_TASKS, NUM_AVA_CLASSES, SYNTHETIC_TASKS
+from .tasks import NUM_AVA_CLASSES, SYNTHETIC_KINDS, SYNTHETIC_TASKS, task_names
 
-MODES: tuple[str, ...] = ("pvit", "mt", "vpt", "plain")
+MODES: tuple[str, ...] = ("pvit", "mt", "vpt", "np", "plain")
+PROMPT_MODES: tuple[str, ...] = ("pvit", "vpt", "np")  # modes whose sequence carries task prompts
+REAL_PROMPT_TASKS: tuple[str, ...] = ("boxes",)  # real-stream labels that may get their own prompt (§A.2)
+REAL_PREFIX = "real_"  # a real task's prediction keys: boxes -> real_boxes, boxes_cls -> real_boxes_cls
 ATTENTION: tuple[str, ...] = ("fused", "explicit")
+# The paper's named task subsets (Fig. 4, Table 4c).
+TASK_SUBSETS: dict[str, tuple[str, ...]] = {
+    "S1": ("boxes", "segm", "depth"),
+    "S2": ("pose3d", "normal", "segm"),
+}
+
+
+def resolve_tasks(names: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """Task names and named subsets (``"S1"``, ``"depth,normal"``, ``("S2", "boxes")``) as synthetic tasks
+    in ``SYNTHETIC_TASKS`` order (then registered ones), each once; an unknown name is a one-line
+    ``ValueError``."""
+    synthetic = task_names(*SYNTHETIC_KINDS)
+    parts = names.split(",") if isinstance(names, str) else [p for n in names for p in str(n).split(",")]
+    chosen: set[str] = set()
+    for part in (p.strip() for p in parts if p.strip()):
+        if part in TASK_SUBSETS:
+            chosen.update(TASK_SUBSETS[part])
+        elif part in synthetic:
+            chosen.add(part)
+        else:
+            known = ", ".join((*synthetic, *TASK_SUBSETS))
+            raise ValueError(f"unknown task {part!r}; choose from {known}")
+    return tuple(t for t in synthetic if t in chosen)
 
 
 @dataclass(frozen=True)
@@ -29,11 +55,17 @@ class PViTConfig:
     num_classes: int = 400  # action classes of the real (downstream) task
 
     # --- prompts and task heads ---
-    mode: str = "pvit"  # one of MODES: pvit | mt | vpt | plain
+    mode: str = "pvit"  # one of MODES: pvit | mt | vpt | np | plain (see PViT's docstring)
     tasks: tuple[str, ...] = (
-        SYNTHETIC_TASKS  # synthetic tasks with a prompt (pvit, vpt) and/or a head (pvit, mt)
+        SYNTHETIC_TASKS  # synthetic tasks with a prompt (pvit, vpt, np) and/or a head (pvit, mt)
     )
     prompts_per_task: int = 1  # prompt tokens per task; their outputs are averaged into the task token
+    one_prompt: bool = False  # OP (paper Table 4a): one prompt group shared by every synthetic task
+    freeze_backbone: bool = (
+        False  # backbone frozen, in eval mode, but prompts and action head; vpt implies it
+    )
+    real_tasks: tuple[str, ...] = ()  # real-stream tasks with their own prompt and head (pvit; §A.2): "boxes"
+    num_real_box_classes: int = 0  # classes of the real stream's boxes (real_tasks); 0 = num_box_classes
     prompt_init_std: float = 0.02  # trunc-normal std of the prompt tokens, like torchvision's class token
     num_seg_classes: int = 0  # segmentation classes of the unified label space; required if "segm" in tasks
     num_box_slots: int = 8  # O, box slots per frame
@@ -56,20 +88,31 @@ class PViTConfig:
             raise ValueError(f"mode {self.mode!r} not in {MODES}")
         if self.attention not in ATTENTION:
             raise ValueError(f"attention {self.attention!r} not in {ATTENTION}")
-        unknown = set(self.tasks) - set(SYNTHETIC_TASKS)
+        synthetic = task_names(*SYNTHETIC_KINDS)  # the task table's (pvit.tasks.TASK_SPECS)
+        unknown = set(self.tasks) - set(synthetic)
         if unknown:
-            raise ValueError(f"unknown tasks {sorted(unknown)}; synthetic tasks are {SYNTHETIC_TASKS}")
+            raise ValueError(f"unknown tasks {sorted(unknown)}; synthetic tasks are {synthetic}")
         if len(self.depths) != len(self.num_heads) or not self.depths or min(self.depths) < 1:
             raise ValueError("depths and num_heads need one positive entry per stage")
         if self.prompts_per_task < 1:
             raise ValueError("prompts_per_task must be >= 1")
-        if self.has_heads and any(t in DENSE_TASKS for t in self.tasks) and len(self.depths) < 3:
+        if self.one_prompt and self.mode not in PROMPT_MODES:
+            raise ValueError(
+                f"one_prompt needs a mode with prompts ({', '.join(PROMPT_MODES)}), not {self.mode}"
+            )
+        unknown_real = sorted(set(self.real_tasks) - set(REAL_PROMPT_TASKS))
+        if unknown_real:
+            raise ValueError(f"unknown real_tasks {unknown_real}; supported: {REAL_PROMPT_TASKS}")
+        if self.real_tasks and self.mode != "pvit":
+            raise ValueError(f"real_tasks (prompts for real-world labels) need mode pvit, not {self.mode}")
+        if self.has_heads and set(self.tasks) & set(task_names("dense")) and len(self.depths) < 3:
             raise ValueError("dense heads need at least three stages")
         if self.label_stride < 1 or self.num_classes < 1:
             raise ValueError("label_stride and num_classes must be >= 1")
-        unknown_downstream = sorted(set(self.downstream) - set(DOWNSTREAM_TASKS))
+        downstream = task_names("downstream")
+        unknown_downstream = sorted(set(self.downstream) - set(downstream))
         if unknown_downstream:
-            raise ValueError(f"unknown downstream heads {unknown_downstream}; choose from {DOWNSTREAM_TASKS}")
+            raise ValueError(f"unknown downstream heads {unknown_downstream}; choose from {downstream}")
         if self.num_ava_classes < 1 or self.ava_roi_size < 1:
             raise ValueError("num_ava_classes and ava_roi_size must be >= 1")
 
@@ -77,7 +120,12 @@ class PViTConfig:
         """Checks the label-space sizes; run when a model is built (presets leave them unset)."""
         if self.has_heads and "segm" in self.tasks and self.num_seg_classes < 1:
             raise ValueError("num_seg_classes must be set (from the label space) when 'segm' is a task")
-        if self.has_heads and "boxes" in self.tasks and (self.num_box_slots < 1 or self.num_box_classes < 1):
+        box_classes = []
+        if self.has_heads and "boxes" in self.tasks:
+            box_classes.append(self.num_box_classes)
+        if "boxes" in self.real_tasks:
+            box_classes.append(self.num_real_box_classes or self.num_box_classes)
+        if box_classes and (self.num_box_slots < 1 or min(box_classes) < 1):
             raise ValueError("num_box_slots and num_box_classes must be >= 1 when 'boxes' is a task")
 
     @property
@@ -85,14 +133,28 @@ class PViTConfig:
         return sum(self.depths)
 
     @property
+    def prompt_groups(self) -> int:
+        """Groups of ``prompts_per_task`` prompt tokens: one per synthetic task (one in all with
+        ``one_prompt``), then one per real task; 0 in modes without prompts."""
+        if self.mode not in PROMPT_MODES:
+            return 0
+        synthetic = min(len(self.tasks), 1) if self.one_prompt else len(self.tasks)
+        return synthetic + len(self.real_tasks)
+
+    @property
     def num_prompts(self) -> int:
-        """Prompt tokens in the sequence (pvit and vpt only)."""
-        return len(self.tasks) * self.prompts_per_task if self.mode in ("pvit", "vpt") else 0
+        """Prompt tokens in the sequence (pvit, vpt and np only)."""
+        return self.prompt_groups * self.prompts_per_task
 
     @property
     def has_heads(self) -> bool:
-        """Whether synthetic task heads exist (pvit: on prompts, mt: on CLS)."""
+        """Whether synthetic task heads exist (pvit: on prompts, mt: on CLS); vpt and np have none."""
         return self.mode in ("pvit", "mt") and bool(self.tasks)
+
+    @property
+    def frozen(self) -> bool:
+        """Whether the backbone is frozen (``freeze_backbone``, or mode vpt, which implies it)."""
+        return self.freeze_backbone or self.mode == "vpt"
 
     @property
     def head_tasks(self) -> tuple[str, ...]:
@@ -134,4 +196,15 @@ def get_config(preset: str = "tiny", **overrides: Any) -> PViTConfig:
     return replace(PRESETS[preset], **overrides)
 
 
-__all__ = ["ATTENTION", "MODES", "PRESETS", "PViTConfig", "get_config"]
+__all__ = [
+    "ATTENTION",
+    "MODES",
+    "PRESETS",
+    "PROMPT_MODES",
+    "REAL_PREFIX",
+    "REAL_PROMPT_TASKS",
+    "TASK_SUBSETS",
+    "PViTConfig",
+    "get_config",
+    "resolve_tasks",
+]

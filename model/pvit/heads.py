@@ -9,7 +9,7 @@ for PNR and the person boxes for AVA) and live in ``PViT.downstream``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn as nn
@@ -69,7 +69,9 @@ class DenseHead(nn.Module):
 
     The MLP predicts a ``ut x uh x uw`` cell of label pixels per tap-grid position (3D pixel shuffle), which
     brings back the time the patch embedding halved and reaches the label stride without a full-resolution
-    conv; a final interpolation only runs if odd input sizes left a mismatch.
+    conv; a final interpolation only runs if odd input sizes left a mismatch. ``output`` maps the
+    ``(B, out_channels, T, h, w)`` map to the task's prediction (the task table's entry says how; None keeps
+    it, as segmentation logits with the class dim 1 that ``F.cross_entropy`` expects).
     """
 
     def __init__(
@@ -83,9 +85,10 @@ class DenseHead(nn.Module):
         dim: int = 64,
         hidden: int = 256,
         dropout: float = 0.1,
+        output: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> None:
         super().__init__()
-        self.task, self.out_channels = task, out_channels
+        self.task, self.out_channels, self.output = task, out_channels, output
         base_t, base_s = tap_strides[0]
         self.upsample = nn.ModuleList()
         for channels, (t, s) in zip(tap_channels, tap_strides, strict=True):
@@ -108,7 +111,7 @@ class DenseHead(nn.Module):
         tok = self.token_proj(token)[:, :, None, None, None].expand(-1, -1, *base)
         x = self.mlp(torch.cat(ups + [tok], dim=1))
         x = resize_grid(self._shuffle(x), out_size)  # (B, out_channels, T, h, w)
-        return {self.task: self._format(x)}
+        return {self.task: self.output(x) if self.output is not None else x}
 
     def _shuffle(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C*ut*uh*uw, T, H, W) -> (B, C, T*ut, H*uh, W*uw)."""
@@ -117,12 +120,15 @@ class DenseHead(nn.Module):
         x = x.reshape(b, self.out_channels, ut, uh, uw, t, h, w).permute(0, 1, 5, 2, 6, 3, 7, 4)
         return x.reshape(b, self.out_channels, t * ut, h * uh, w * uw)
 
-    def _format(self, x: torch.Tensor) -> torch.Tensor:
-        if self.task == "depth":
-            return x[:, 0]  # (B, T, h, w) metres
-        if self.task == "normal":
-            return F.normalize(x.permute(0, 2, 3, 4, 1), dim=-1, eps=1e-6)  # (B, T, h, w, 3) unit vectors
-        return x  # segm logits (B, K, T, h, w), class dim 1 as F.cross_entropy expects
+
+def depth_map(x: torch.Tensor) -> torch.Tensor:
+    """A 1-channel dense map ``(B, 1, T, h, w)`` as depth ``(B, T, h, w)`` in metres."""
+    return x[:, 0]
+
+
+def unit_normals(x: torch.Tensor) -> torch.Tensor:
+    """A 3-channel dense map ``(B, 3, T, h, w)`` as unit surface normals ``(B, T, h, w, 3)``."""
+    return F.normalize(x.permute(0, 2, 3, 4, 1), dim=-1, eps=1e-6)
 
 
 # --- downstream heads besides action: Ego4D OSCC/PNR, AVA detection (DESIGN §5) -------------------------

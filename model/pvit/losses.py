@@ -4,7 +4,14 @@ Every loss is masked twice: per sample by the availability mask (``targets["mask
 ``TASKS``) and per element (NaN depth/normal pixels, segm 65535, NaN joints, NaN box rows). Invalid
 entries are replaced *before* the arithmetic and selected away with ``torch.where``, so they contribute
 exactly zero value and exactly zero gradient, and a task with no valid element gives ``0.0``, never NaN.
-Each task's loss is a mean over its valid elements in the batch.
+Each task's loss is a mean over its valid elements in the batch. Which loss scores which prediction is
+the task table's (``pvit.tasks.TASK_SPECS``, built-in entries in ``pvit.registry``), which
+``MultiTaskLoss`` iterates.
+
+Real-world prompts (§A.2): a batch mixing real and synthetic rows may carry ``targets["real"]``, a bool
+``[B]`` marking the real stream's rows. Synthetic tasks then count only the other rows, and a real task's
+head (``real_boxes``) is scored against the same label keys (``boxes``/``boxes_cls``) on the real rows only,
+so the two box heads never see each other's rows. Without ``real`` every row counts as synthetic.
 """
 
 from __future__ import annotations
@@ -16,20 +23,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torchvision.ops import generalized_box_iou, generalized_box_iou_loss
 
-from .tasks import SEGM_IGNORE, TASK_INDEX, TASKS
-
-DEFAULT_LOSS_WEIGHTS: dict[str, float] = {
-    "action": 1.0,
-    "depth": 0.5,
-    "normal": 0.5,
-    "segm": 0.1,
-    "pose3d": 3.0,
-    "boxes": 0.1,
-    # Downstream heads: Ego4D's baseline sums its two losses unweighted; SlowFast's AVA loss has weight 1.
-    "oscc": 1.0,
-    "pnr": 1.0,
-    "ava": 1.0,
-}
+from .config import REAL_PREFIX, REAL_PROMPT_TASKS
+from .tasks import SEGM_IGNORE, TASK_SPECS, TaskSpec, default_loss_weights
 
 
 def _masked_mean(values: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
@@ -76,7 +71,17 @@ def pose_loss(pred: torch.Tensor, target: torch.Tensor, sample_mask: torch.Tenso
 def action_loss(
     logits: torch.Tensor, target: torch.Tensor, sample_mask: torch.Tensor, label_smoothing: float = 0.0
 ) -> torch.Tensor:
-    """Cross-entropy on ``[B, C]`` logits; label -1 = missing."""
+    """Cross-entropy on ``[B, C]`` logits against int labels ``[B]`` (-1 = missing) or ``[B, C]`` soft ones.
+
+    Soft targets (class probabilities per row, e.g. mixup's) count where ``sample_mask`` is set and the row is
+    finite with a positive sum; an all-zero row is missing.
+    """
+    if target.is_floating_point():
+        target = target.to(logits.dtype)
+        valid = sample_mask & torch.isfinite(target).all(-1) & (target.nan_to_num().sum(-1) > 0)
+        clean = torch.where(valid[:, None], target, torch.zeros_like(target))
+        ce = F.cross_entropy(logits, clean, reduction="none", label_smoothing=label_smoothing)
+        return _masked_mean(ce, valid)
     valid = (target >= 0) & sample_mask
     clean = torch.where(valid, target, torch.zeros_like(target)).long()
     ce = F.cross_entropy(logits, clean, reduction="none", label_smoothing=label_smoothing)
@@ -194,9 +199,10 @@ class MultiTaskLoss(nn.Module):
     """``loss(predictions, targets) -> (total, {task: loss})``.
 
     ``predictions`` is ``PViT``'s output; ``targets`` the trainer's batch (see the package docstring).
-    The per-task losses are unweighted; ``total = sum(weights[task] * loss[task])``. A task is scored when
-    it is both predicted and present in ``targets``; a task predicted but absent from ``targets`` adds
-    ``0 * prediction`` so its head stays in the autograd graph (DDP needs every parameter used).
+    The per-task losses are unweighted; ``total = sum(weights[task] * loss[task])``, over the task table
+    (``TASK_SPECS``) in its order. A task is scored when it is both predicted and present in ``targets``; a
+    task predicted but absent from ``targets`` adds ``0 * prediction`` so its head stays in the autograd
+    graph (DDP needs every parameter used). Weights default to each entry's ``weight``.
     """
 
     def __init__(
@@ -213,7 +219,7 @@ class MultiTaskLoss(nn.Module):
         super().__init__()
         if box_matching not in ("fixed", "hungarian"):
             raise ValueError(f"box_matching must be 'fixed' or 'hungarian', got {box_matching!r}")
-        self.weights = {**DEFAULT_LOSS_WEIGHTS, **(weights or {})}
+        self.weights = {**default_loss_weights(), **(weights or {})}
         self.max_depth, self.box_matching = max_depth, box_matching
         self.box_weights = (box_l1_weight, box_giou_weight, box_cls_weight)
         self.box_noobj_weight, self.action_label_smoothing = box_noobj_weight, action_label_smoothing
@@ -224,22 +230,46 @@ class MultiTaskLoss(nn.Module):
         losses: dict[str, torch.Tensor] = {}
         anchor = next(iter(predictions.values()))
         total = anchor.new_zeros(())
-        for task in TASKS:
-            if task not in predictions:
+        for spec in TASK_SPECS.values():
+            pred_key, target_key = spec.pred_keys[0], spec.target_keys[0]
+            if pred_key not in predictions:
                 continue
-            if task not in targets:
-                total = total + 0.0 * predictions[task].sum()  # keep the head in the graph, contribute 0
+            if target_key not in targets:
+                total = total + 0.0 * predictions[pred_key].sum()  # keep the head in the graph, contribute 0
                 continue
-            losses[task] = self.task_loss(task, predictions, targets, self._sample_mask(task, targets))
-            total = total + self.weights.get(task, 1.0) * losses[task]
+            losses[spec.name] = spec.loss(predictions, targets, self._sample_mask(spec, targets), self)
+            total = total + self.weights.get(spec.name, 1.0) * losses[spec.name]
+        for task in REAL_PROMPT_TASKS:  # real-world prompts' heads: the same labels, on real rows only
+            spec, name = TASK_SPECS[task], REAL_PREFIX + task
+            if REAL_PREFIX + spec.pred_keys[0] not in predictions:
+                continue
+            if spec.target_keys[0] not in targets:
+                total = total + 0.0 * predictions[REAL_PREFIX + spec.pred_keys[0]].sum()
+                continue
+            # The entry's own loss on the real head's outputs, under the entry's keys (real_boxes -> boxes).
+            own = {k: predictions[REAL_PREFIX + k] for k in spec.pred_keys if REAL_PREFIX + k in predictions}
+            losses[name] = spec.loss(own, targets, self._sample_mask(spec, targets, stream="real"), self)
+            # §A.2 gives no lambda for it: the synthetic task's, unless weights name it ("real_boxes").
+            total = total + self.weights.get(name, self.weights.get(task, 1.0)) * losses[name]
         return total, losses
 
-    def _sample_mask(self, task: str, targets: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        target = targets[task]
+    def _sample_mask(
+        self, spec: TaskSpec, targets: Mapping[str, torch.Tensor], stream: str = "synthetic"
+    ) -> torch.Tensor:
+        """Rows whose label counts: the task's mask column, and for a synthetic task (or a real task's head,
+        ``stream="real"``) only the rows of that stream when ``targets["real"]`` says which rows are real."""
+        target = targets[spec.target_keys[0]]
         if "mask" not in targets:
-            return torch.ones(target.shape[0], dtype=torch.bool, device=target.device)
-        # The mask may carry more columns than TASKS (downstream tasks append bits); ours come first.
-        return targets["mask"][:, TASK_INDEX[task]].to(device=target.device, dtype=torch.bool)
+            rows = torch.ones(target.shape[0], dtype=torch.bool, device=target.device)
+        else:
+            # The mask may carry more columns than TASKS (downstream tasks append bits); ours come first.
+            rows = targets["mask"][:, spec.column].to(device=target.device, dtype=torch.bool)
+        real = targets.get("real")
+        if stream == "real":
+            return rows & real.to(rows.device, torch.bool) if real is not None else torch.zeros_like(rows)
+        if spec.synthetic and real is not None:
+            rows = rows & ~real.to(rows.device, torch.bool)
+        return rows
 
     def task_loss(
         self,
@@ -248,41 +278,27 @@ class MultiTaskLoss(nn.Module):
         targets: Mapping[str, torch.Tensor],
         sample_mask: torch.Tensor,
     ) -> torch.Tensor:
-        pred, target = predictions[task], targets[task]
-        if task in ("depth", "normal", "pose3d"):
-            # Regression in fp32 even under autocast: squared metres lose too much in bf16.
-            pred, target = pred.float(), target.float()
-        if task == "action":
-            return action_loss(pred, target, sample_mask, self.action_label_smoothing)
-        if task == "oscc":
-            return action_loss(pred, target, sample_mask)  # 2-way CE, label -1 = missing
-        if task == "pnr":
-            return pnr_loss(pred, target, sample_mask)
-        if task == "ava":
-            return ava_loss(pred, target, sample_mask)
-        if task == "depth":
-            return depth_loss(pred, target, sample_mask, self.max_depth)
-        if task == "normal":
-            return normal_loss(pred, target, sample_mask)
-        if task == "segm":
-            return segm_loss(pred, target, sample_mask)
-        if task == "pose3d":
-            return pose_loss(pred, target, sample_mask)
-        if task == "boxes":
-            return self._boxes(predictions, targets, sample_mask)
-        raise KeyError(task)
+        """The unweighted loss of ``task`` on the rows ``sample_mask`` (its table entry's loss)."""
+        return TASK_SPECS[task].loss(predictions, targets, sample_mask, self)
 
-    def _boxes(
+    def box_loss(
         self,
         predictions: Mapping[str, torch.Tensor],
         targets: Mapping[str, torch.Tensor],
         sample_mask: torch.Tensor,
     ) -> torch.Tensor:
+        """The box loss of ``boxes``/``boxes_cls`` with this criterion's matching and term weights."""
         l1_w, giou_w, cls_w = self.box_weights
         boxes, target = predictions["boxes"].float(), targets["boxes"].float()
         logits = predictions.get("boxes_cls") if cls_w > 0 else None
         target_cls = targets.get("boxes_cls")
         if self.box_matching == "hungarian":
+            # Rows this head does not score are padding to the matcher too: another head's rows (real vs
+            # synthetic boxes) may carry class ids outside this head's box space.
+            rows = _sample_mask(sample_mask, target[..., 0])
+            target = torch.where(rows[..., None], target, torch.full_like(target, float("nan")))
+            if target_cls is not None:
+                target_cls = torch.where(rows, target_cls, torch.full_like(target_cls, -1))
             target, target_cls = match_boxes(boxes, logits, target, target_cls, l1_w, giou_w, cls_w)
         parts = box_losses(boxes, logits, target, target_cls, sample_mask, self.box_noobj_weight)
         loss = l1_w * parts["l1"] + giou_w * parts["giou"]

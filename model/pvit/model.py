@@ -9,9 +9,9 @@ import torch
 import torch.nn as nn
 
 from .backbone import Features, PromptMViT, spatial_stride_until
-from .config import PViTConfig, get_config
-from .heads import AvaHead, BoxHead, DenseHead, OsccHead, PnrHead, PoseHead
-from .tasks import DENSE_TASKS, SYNTHETIC_TASKS
+from .config import REAL_PREFIX, PViTConfig, get_config, resolve_tasks
+from .registry import BUILTIN_TASKS  # noqa: F401 - fills the task table the model builds its heads from
+from .tasks import SYNTHETIC_TASKS, TASK_SPECS, HeadContext, HeadInput
 
 
 class PViT(nn.Module):
@@ -21,8 +21,21 @@ class PViT(nn.Module):
       prompts' (averaged) output, the action head reads CLS.
     - ``mt``: no prompts; every task head reads the CLS output (the paper's "MViTv2 MT").
     - ``vpt``: prompts, no task heads, backbone frozen and kept in eval mode; only the prompts and the action
-      head train (the paper's "MViTv2 VPT", real data only).
+      head train (the paper's "MViTv2 VPT", real data only). Same as ``np`` with ``freeze_backbone``.
+    - ``np``: "neutral prompts": the prompts of ``pvit`` (one group per task), no task heads, so no synthetic
+      supervision; the whole model trains on real data only.
     - ``plain``: torchvision's MViTv2 with a new action head.
+
+    Ablation switches (paper Table 4a, §A.2), orthogonal to the mode:
+
+    - ``one_prompt`` (OP; pvit, vpt, np): one group of ``prompts_per_task`` tokens shared by every synthetic
+      task; every task head reads that one token.
+    - ``freeze_backbone``: the encoder is frozen and runs in eval mode except the prompts and the action head;
+      task and downstream heads still train. With ``pvit`` this is the paper's "PViT VPT" row.
+    - ``tasks``: the synthetic subset with a prompt and a head; other tasks get neither (and so no loss).
+    - ``real_tasks`` (pvit; ``("boxes",)``): a real-stream label with its own prompt group (after the
+      synthetic ones) and its own head, predicting ``real_boxes``/``real_boxes_cls`` (§A.2: Something-Else's
+      hand/object boxes); ``MultiTaskLoss`` scores it on real rows only.
 
     ``forward(video)`` takes ``(B, 3, T, H, W)`` normalised clips and returns predictions keyed by task:
     ``action`` ``(B, num_classes)``, ``depth`` ``(B, T, h, w)``, ``normal`` ``(B, T, h, w, 3)``,
@@ -41,60 +54,56 @@ class PViT(nn.Module):
         cfg.check_heads()
         self.cfg = cfg
         self.backbone = PromptMViT(cfg, cfg.num_prompts)
-        self.taps = cfg.taps if any(t in DENSE_TASKS for t in cfg.head_tasks) else ()
+        # Heads come from the task table (``pvit.tasks.TASK_SPECS``), whatever the task.
+        dense = any(TASK_SPECS[t].kind == "dense" for t in cfg.head_tasks)
+        self.taps = cfg.taps if dense else ()
         self.heads = nn.ModuleDict({task: self._make_head(task) for task in cfg.head_tasks})
-        self.downstream = nn.ModuleDict({task: self._make_downstream(task) for task in cfg.downstream})
-        if cfg.mode == "vpt":
+        # Real-world prompts' heads, keyed by their prediction name (``real_boxes``); only boxes for now.
+        self.real_heads = nn.ModuleDict(
+            {REAL_PREFIX + t: self._make_head(t, real=True) for t in cfg.real_tasks}
+        )
+        self.downstream = nn.ModuleDict({task: self._make_head(task) for task in cfg.downstream})
+        if cfg.frozen:
             for name, p in self.backbone.named_parameters():
                 p.requires_grad_(name == "prompt_tokens" or name.startswith("head."))
 
-    def _make_head(self, task: str) -> nn.Module:
-        cfg, dim = self.cfg, self.backbone.block_channels[-1]
-        if task == "pose3d":
-            return PoseHead(dim, cfg.num_frames, cfg.num_joints)
-        if task == "boxes":
-            return BoxHead(dim, cfg.num_frames, cfg.num_box_slots, cfg.num_box_classes)
-        out_channels = {"depth": 1, "normal": 3, "segm": cfg.num_seg_classes}[task]
-        return DenseHead(
-            task,
-            tap_channels=[self.backbone.block_channels[i] for i in self.taps],
-            tap_strides=[spatial_stride_until(cfg, i) for i in self.taps],
-            token_dim=dim,
-            out_channels=out_channels,
-            label_stride=cfg.label_stride,
-            dim=cfg.dense_dim,
-            hidden=cfg.dense_hidden,
-            dropout=cfg.dense_dropout,
+    def _make_head(self, task: str, real: bool = False) -> nn.Module:
+        """``task``'s head, from its table entry's factory."""
+        factory = TASK_SPECS[task].head
+        if factory is None:
+            raise ValueError(f"task {task!r} has no head of its own (the action head is the backbone's)")
+        channels = self.backbone.block_channels
+        ctx = HeadContext(
+            cfg=self.cfg,
+            dim=channels[-1],
+            tap_channels=tuple(channels[i] for i in self.taps),
+            tap_strides=tuple(spatial_stride_until(self.cfg, i) for i in self.taps),
+            real=real,
         )
-
-    def _make_downstream(self, task: str) -> nn.Module:
-        cfg, dim = self.cfg, self.backbone.block_channels[-1]
-        if task == "oscc":
-            return OsccHead(dim, cfg.head_dropout)
-        if task == "pnr":
-            t_stride = spatial_stride_until(cfg, cfg.num_blocks - 1)[0]
-            return PnrHead(dim, t_stride, cfg.head_dropout)
-        return AvaHead(dim, cfg.num_ava_classes, cfg.ava_roi_size, cfg.head_dropout)
+        return factory(ctx)
 
     def train(self, mode: bool = True) -> PViT:
         super().train(mode)
-        if self.cfg.mode == "vpt":
-            # VPT: the frozen encoder runs deterministically (no drop-path); its classifier still trains.
+        if self.cfg.frozen:
+            # The frozen encoder runs deterministically (no drop-path); its classifier still trains.
             self.backbone.eval()
             self.backbone.head.train(mode)
         return self
 
     def forward_features(self, video: torch.Tensor) -> PViTFeatures:
-        """Encoder outputs plus one token per task (its prompts' mean in ``pvit``, CLS in ``mt``)."""
+        """Encoder outputs plus one token per task: its prompt group's mean (pvit, vpt, np; the one shared
+        group with ``one_prompt``) or CLS (mt). Real tasks' tokens are keyed ``real_<task>``."""
+        cfg = self.cfg
         feats = self.backbone.forward_features(video, self.taps)
-        if self.cfg.mode == "mt":
-            tokens = {task: feats.cls for task in self.cfg.tasks}
-        elif feats.prompts.shape[1] > 0:
+        tokens: dict[str, torch.Tensor] = {}
+        if cfg.mode == "mt":
+            tokens = {task: feats.cls for task in cfg.tasks}
+        elif cfg.prompt_groups > 0:
             b, _, c = feats.prompts.shape
-            per_task = feats.prompts.reshape(b, len(self.cfg.tasks), self.cfg.prompts_per_task, c).mean(2)
-            tokens = {task: per_task[:, i] for i, task in enumerate(self.cfg.tasks)}
-        else:
-            tokens = {}
+            groups = feats.prompts.reshape(b, cfg.prompt_groups, cfg.prompts_per_task, c).mean(2)
+            synthetic = cfg.prompt_groups - len(cfg.real_tasks)
+            tokens = {task: groups[:, 0 if cfg.one_prompt else i] for i, task in enumerate(cfg.tasks)}
+            tokens.update({REAL_PREFIX + t: groups[:, synthetic + i] for i, t in enumerate(cfg.real_tasks)})
         return PViTFeatures(feats.cls, feats.prompts, feats.patches, feats.thw, feats.taps, tokens)
 
     def label_size(self, video: torch.Tensor) -> tuple[int, int, int]:
@@ -108,18 +117,13 @@ class PViT(nn.Module):
         label_size: tuple[int, int, int],
         boxes: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        preds = {"action": self.backbone.head(feats.cls)}
-        for task, head in self.heads.items():
-            preds.update(head(feats.task_tokens[task], feats, label_size))
-        for task, head in self.downstream.items():
-            if task == "oscc":
-                preds.update(head(feats))
-            elif task == "pnr":
-                preds.update(head(feats, label_size[0]))
-            else:
-                if boxes is None:
-                    boxes = feats.cls.new_zeros(feats.cls.shape[0], 0, 4)
-                preds.update(head(feats, boxes))
+        preds = {"action": self.backbone.head(feats.cls)}  # the backbone's classifier (K400 weights load)
+        for heads, prefix in ((self.heads, ""), (self.real_heads, REAL_PREFIX), (self.downstream, "")):
+            for name, head in heads.items():
+                spec = TASK_SPECS[name.removeprefix(prefix)]
+                x = HeadInput(feats, feats.task_tokens.get(name), label_size, boxes)
+                out = spec.call(head, x)
+                preds.update({prefix + key: value for key, value in out.items()})  # boxes -> real_boxes
         return preds
 
     def forward(self, video: torch.Tensor, boxes: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
@@ -153,13 +157,20 @@ def build_model(
     num_box_slots: int = 8,
     num_box_classes: int | None = None,
     prompts_per_task: int = 1,
-    tasks: tuple[str, ...] = SYNTHETIC_TASKS,
+    tasks: tuple[str, ...] | str = SYNTHETIC_TASKS,
+    one_prompt: bool = False,
+    freeze_backbone: bool = False,
+    real_tasks: tuple[str, ...] = (),
+    num_real_box_classes: int | None = None,
     **overrides: object,
 ) -> PViT:
     """The one constructor. ``preset`` is a key of ``PRESETS``; ``overrides`` replace any config field.
 
     ``num_seg_classes``/``num_box_classes`` come from the unified label spaces and are required only when
-    ``segm``/``boxes`` get a head (modes ``pvit`` and ``mt``).
+    ``segm``/``boxes`` get a head (modes ``pvit`` and ``mt``); ``num_real_box_classes`` is the real stream's
+    box space (``real_tasks=("boxes",)``; default ``num_box_classes``). ``tasks`` takes task names and the
+    paper's named subsets (``"S1"``, ``"S2"``, see ``resolve_tasks``). The ablation switches ``one_prompt``,
+    ``freeze_backbone`` and ``real_tasks`` are described in ``PViT``'s docstring.
     """
     cfg = get_config(
         preset,
@@ -169,7 +180,11 @@ def build_model(
         num_box_slots=num_box_slots,
         num_box_classes=num_box_classes or 0,
         prompts_per_task=prompts_per_task,
-        tasks=tuple(tasks),
+        tasks=resolve_tasks(tasks),
+        one_prompt=one_prompt,
+        freeze_backbone=freeze_backbone,
+        real_tasks=tuple(real_tasks),
+        num_real_box_classes=num_real_box_classes or 0,
         **overrides,
     )
     return PViT(cfg)

@@ -33,7 +33,8 @@ DEFAULT_TRAIN_SAMPLES = 200
 FPS = 15.0
 FOCAL = 1.1  # focal length in units of the image width (about 49 degrees horizontal field of view)
 LIGHT = np.array([0.4, 1.0, -0.3]) / np.linalg.norm([0.4, 1.0, -0.3])
-RENDERER_VERSION = "3"  # 3: any aspect ratio, frame times at segment centres (or random: train views)
+RENDERER_VERSION = "4"  # 3: any aspect ratio, frame times at segment centres (or random: train views);
+#                         4: the mover is larger and near the scene centre
 FAR = 100.0  # metres: the ground beyond is sky (and float16 depth stays finite)
 LOOK_AT = np.array([0.0, 0.6, 0.0])  # every camera looks at this point above the scene centre
 
@@ -149,7 +150,7 @@ class Clip:
 
     def layout(self) -> dict:
         rng = np.random.default_rng(self.rng_seed)
-        return {
+        layout = {
             "azimuth": rng.uniform(0, 2 * np.pi),
             "distance": rng.uniform(2.8, 3.6),
             "height": rng.uniform(1.0, 1.6),
@@ -176,6 +177,16 @@ class Clip:
             "mover": int(rng.integers(0, 2)),  # 0: the first sphere moves, 1: the first box
             "amplitude": rng.uniform(1.6, 2.0),
         }
+        # The mover is the clip's subject: near the point every camera looks at, and larger than the
+        # distractors, so the motion that names the class fills the view (and survives a random crop).
+        centre = np.array([rng.uniform(-0.3, 0.3), 0.0, rng.uniform(-0.3, 0.3)])
+        spheres, boxes = layout["spheres"], layout["boxes"]
+        assert isinstance(spheres, list) and isinstance(boxes, list)
+        if layout["mover"] == 0:
+            spheres[0] = (centre, rng.uniform(0.45, 0.6), spheres[0][2])
+        else:
+            boxes[0] = (centre, rng.uniform(0.35, 0.5, 3), boxes[0][2], boxes[0][3])
+        return layout
 
     def scene_at(self, layout: dict, t: float) -> tuple[Camera, list[Sphere | Box], np.ndarray]:
         """Camera, primitives and person joints (world) at time t."""

@@ -52,7 +52,7 @@ def test_shapes_in_every_mode(mode: str, video: torch.Tensor) -> None:
     # pvit keeps its prompts and synthetic heads next to the downstream heads.
     synthetic = {"depth", "normal", "segm", "pose3d", "boxes"} & set(preds)
     assert synthetic == (set(pvit.SYNTHETIC_TASKS) if mode in ("pvit", "mt") else set())
-    assert model.backbone.num_prompts == (5 if mode in ("pvit", "vpt") else 0)
+    assert model.backbone.num_prompts == (5 if mode in ("pvit", "vpt", "np") else 0)
     # Without boxes the AVA head still runs, on zero persons.
     assert model(video)["ava"].shape == (2, 0, pvit.NUM_AVA_CLASSES)
 

@@ -25,9 +25,10 @@ EXPECTED_KEYS = {
     "pvit": set(SHAPES),
     "mt": set(SHAPES),
     "vpt": {"action"},
+    "np": {"action"},
     "plain": {"action"},
 }
-# With only CLS read out (plain/vpt), the last block's patch queries reach no output: its q-pool conv and
+# With only CLS read out (plain/vpt/np), the last block's patch queries reach no output: its q-pool conv and
 # rel-pos tables get no gradient, in torchvision's mvit_v2_s just the same.
 UNREACHABLE_WITHOUT_DENSE_HEADS = {
     "backbone.blocks.3.attn.pool_q.pool.weight",
@@ -70,14 +71,15 @@ def test_every_trainable_parameter_gets_a_gradient(mode: str, video: torch.Tenso
     model = tiny(mode).train()
     total, _ = pvit.MultiTaskLoss()(model(video), make_targets())
     total.backward()
-    expected_missing = UNREACHABLE_WITHOUT_DENSE_HEADS if mode == "plain" else set()
+    # vpt's backbone is frozen; np trains it but, like plain, reads only CLS.
+    expected_missing = UNREACHABLE_WITHOUT_DENSE_HEADS if mode in ("plain", "np") else set()
     missing = {
         name
         for name, p in model.named_parameters()
         if p.requires_grad and (p.grad is None or not p.grad.abs().sum() > 0)
     }
     assert missing == expected_missing
-    if mode in ("pvit", "vpt"):
+    if mode in ("pvit", "vpt", "np"):
         assert model.backbone.prompt_tokens.grad.abs().sum() > 0
 
 

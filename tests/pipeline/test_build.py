@@ -10,9 +10,12 @@ import pytest
 
 from pipeline import sources
 from pipeline.build import build_source, plan_units
+from pipeline.config import BuildInfo
 from pipeline.manifest import read_build, read_manifest
 from pipeline.reader import iter_samples, verify
+from pipeline.sources import SourceError
 from pipeline.sources.base import Item
+from pipeline.sources.procedural import ProceduralSource
 from tests.conftest import tiny_config
 
 
@@ -126,3 +129,27 @@ def test_jpeg_codec_build_verifies_and_is_smaller(tmp_path: Path, procedural_bui
     assert sample["video"].shape == (4, 32, 43, 3)
     jpeg_bytes = sum(len(data) for data in shard_bytes(report.out_dir).values())
     assert jpeg_bytes < sum(len(data) for data in shard_bytes(procedural_build).values())
+
+
+def test_build_json_records_the_samples_label_spaces_and_the_typed_geometry(procedural_build: Path) -> None:
+    info = BuildInfo.from_json(read_build(procedural_build))
+    assert info.config == tiny_config() and info.config.max_objects == 8
+    spaces = {(s["meta"]["segm_space"], s["meta"]["box_space"]) for s in iter_samples(procedural_build)}
+    assert spaces == {(info.segm_space, info.box_space)} == {("procedural", "procedural")}
+
+
+def test_samples_that_name_two_label_spaces_are_refused_before_the_commit(
+    tmp_path: Path, monkeypatch
+) -> None:
+    load = ProceduralSource.load
+
+    def one_sample_in_another_space(self, item: Item):
+        sample = load(self, item)
+        if item.id == "val-000002":
+            sample.extra["segm_space"] = "unified"
+        return sample
+
+    monkeypatch.setattr(ProceduralSource, "load", one_sample_in_another_space)
+    with pytest.raises(SourceError, match="^procedural: samples name segm_space 'procedural' and 'unified'"):
+        build_source("procedural", tmp_path, tiny_config(), workers=0)
+    assert not (tmp_path / "procedural" / "build.json").exists()

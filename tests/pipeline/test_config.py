@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import subprocess
 import sys
 
 import pytest
 
-from pipeline.config import BuildConfig, parse_options
+from pipeline.config import FORMAT_VERSION, BuildConfig, BuildInfo, parse_options
 
 # Pinned: if this changes, every user's shards are regenerated; change it only on purpose.
 DEFAULT_HASH = BuildConfig().stable_hash("procedural", "1")
@@ -28,7 +29,7 @@ def test_hash_is_the_same_in_a_fresh_interpreter_with_another_hash_seed() -> Non
 
 
 def test_hash_value_is_pinned() -> None:
-    assert DEFAULT_HASH == "0ea0f2887e48bafe"
+    assert DEFAULT_HASH == "3357cafe840bc1c5"  # format 3: build.json records the label spaces
 
 
 @pytest.mark.parametrize(
@@ -69,3 +70,75 @@ def test_options_parse_sorted_and_reject_malformed() -> None:
     assert parse_options(["b=2", "a=x=y"]) == (("a", "x=y"), ("b", "2"))
     with pytest.raises(ValueError, match="NAME=VALUE"):
         parse_options(["novalue"])
+
+
+def _as_written(config: BuildConfig) -> dict:
+    """build.json's "config", through JSON as a reader sees it."""
+    return json.loads(json.dumps(config.hashed_fields("procedural", "1")))
+
+
+def test_from_json_gives_back_the_config_that_was_hashed() -> None:
+    config = BuildConfig(
+        frames=8,
+        sampling_rate=3,
+        size=64,
+        crop="centre",
+        max_aspect=1.5,
+        label_stride=2,
+        train_views=2,
+        codec="jpeg",
+        jpeg_quality=80,
+        max_objects=5,
+        seed=7,
+        options=(("a", "1"), ("views", "3")),
+    )
+    again = BuildConfig.from_json(_as_written(config))
+    assert again == config and again.options == (("a", "1"), ("views", "3"))
+    assert again.stable_hash("procedural", "1") == config.stable_hash("procedural", "1")
+
+
+def test_from_json_refuses_another_format_in_one_line() -> None:
+    written = {**_as_written(BuildConfig()), "format": FORMAT_VERSION - 1}
+    with pytest.raises(ValueError, match=rf"format {FORMAT_VERSION - 1}.*rebuild the source") as error:
+        BuildConfig.from_json(written)
+    assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("edit", [{"drop": "max_objects"}, {"add": "resolution"}])
+def test_from_json_refuses_fields_this_version_does_not_write(edit: dict) -> None:
+    written = _as_written(BuildConfig())
+    written.pop(edit.get("drop", ""), None)
+    if "add" in edit:
+        written[edit["add"]] = 1
+    with pytest.raises(
+        ValueError, match=f"config fields differ.*{edit.get('drop', edit.get('add'))}.*rebuild"
+    ):
+        BuildConfig.from_json(written)
+
+
+def _build_json(**overrides: object) -> dict:
+    return {
+        "source": "procedural",
+        "config": _as_written(BuildConfig(frames=4, max_objects=3)),
+        "config_hash": "0123456789abcdef",
+        "tasks": ["segm", "boxes"],
+        "segm_space": "procedural",
+        "box_space": None,
+        "shards": [{"name": "train-000000.tar", "split": "train", "samples": 2, "bytes": 10, "sha256": "x"}],
+        **overrides,
+    }
+
+
+def test_build_info_types_what_build_json_records() -> None:
+    info = BuildInfo.from_json(_build_json())
+    assert info.config == BuildConfig(frames=4, max_objects=3) and info.config.max_objects == 3
+    assert (info.segm_space, info.box_space) == ("procedural", None)
+    assert info.tasks == ("segm", "boxes") and info.shards[0]["name"] == "train-000000.tar"
+
+
+@pytest.mark.parametrize("key", ["segm_space", "box_space", "tasks"])
+def test_build_info_of_an_older_build_json_says_to_rebuild(key: str) -> None:
+    build = _build_json()
+    del build[key]
+    with pytest.raises(ValueError, match=f"lacks '{key}'.*rebuild the source"):
+        BuildInfo.from_json(build)

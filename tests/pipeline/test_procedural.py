@@ -92,20 +92,28 @@ def test_raise_arms_lifts_the_hands(clip_and_sample) -> None:
     assert pose[-1, hand_left, 1] < pose[0, hand_left, 1] - 0.5  # raised by more than half a metre
 
 
-# An object sliding left moves left in the image; a camera orbiting left makes the scene move right.
-@pytest.mark.parametrize("left, right", [(0, 1), (7, 6)])
-def test_left_and_right_motions_shift_the_mover_in_opposite_directions(left: int, right: int) -> None:
-    def mover_shift(action: int) -> float:
-        clip = Clip(rng_seed=7, action=action, frames=2)
-        layout = clip.layout()
-        shifts = []
-        for t in (0.0, 1.0):
-            camera, primitives, _ = clip.scene_at(layout, t)
-            mover = primitives[0] if layout["mover"] == 0 else primitives[len(layout["spheres"])]
-            shifts.append(camera.to_camera(mover.centre[None])[0, 0])
-        return shifts[1] - shifts[0]
+def _shift_in_first_view(action: int, point_of) -> float:
+    """How far `point_of(layout, camera, primitives)` moves along the first frame's camera x axis."""
+    clip = Clip(rng_seed=7, action=action, frames=2)
+    layout = clip.layout()
+    first, _, _ = clip.scene_at(layout, 0.0)
+    xs = [first.to_camera(point_of(layout, *clip.scene_at(layout, t)[:2])[None])[0, 0] for t in (0.0, 1.0)]
+    return xs[1] - xs[0]
 
-    assert mover_shift(left) < -0.3 and mover_shift(right) > 0.3
+
+def test_sliding_left_and_right_move_the_mover_in_opposite_directions() -> None:
+    def mover(layout, camera, primitives):
+        return (primitives[0] if layout["mover"] == 0 else primitives[len(layout["spheres"])]).centre
+
+    assert _shift_in_first_view(0, mover) < -0.3 and _shift_in_first_view(1, mover) > 0.3
+
+
+def test_orbiting_left_and_right_move_the_camera_to_its_left_and_right() -> None:
+    # The mover sits near the point every camera looks at, so an orbit shows as the camera travelling.
+    def camera_position(layout, camera, primitives):
+        return camera.position
+
+    assert _shift_in_first_view(6, camera_position) < -1.0 and _shift_in_first_view(7, camera_position) > 1.0
 
 
 def test_items_are_deterministic_balanced_and_seeded() -> None:
@@ -155,3 +163,12 @@ def test_train_views_sample_other_times_and_eval_takes_segment_centres() -> None
     rng = np.random.default_rng(0)
     jittered = frame_times(4, rng)
     assert jittered != frame_times(4) and all(k / 4 <= t < (k + 1) / 4 for k, t in enumerate(jittered))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_mover_is_the_subject_near_the_scene_centre(seed: int) -> None:
+    layout = Clip(rng_seed=seed, action=0, frames=2).layout()
+    moving = layout["spheres"][0] if layout["mover"] == 0 else layout["boxes"][0]
+    assert np.abs(moving[0][[0, 2]]).max() <= 0.3  # within 0.3 m of the point every camera looks at
+    size = moving[1] if layout["mover"] == 0 else moving[1].min()  # radius or smallest half extent
+    assert size >= (0.45 if layout["mover"] == 0 else 0.35)  # larger than any distractor may be drawn

@@ -18,6 +18,7 @@ from synthetic_fixtures import (
 
 from pipeline.build import build_source
 from pipeline.config import BuildConfig
+from pipeline.manifest import read_build
 from pipeline.reader import iter_samples, verify
 from pipeline.schema import mask_of
 from pipeline.sources import get_source
@@ -74,6 +75,7 @@ def test_bad_input_is_quarantined_and_the_rest_builds(tmp_path: Path, source: st
     assert report.samples == 1
     assert len(report.quarantined) == 1 and reason in report.quarantined[0][2]
     (sample,) = iter_samples(report.out_dir)
+    meta = sample["meta"]
     assert sample["meta"]["mask"] == mask_of(tasks)
     assert sample["video"].shape[:2] == (2, 16) and sample["video"].shape[2] >= 16  # whole frame
     assert sample["meta"]["hw"] == list(sample["video"].shape[1:3])
@@ -84,6 +86,8 @@ def test_bad_input_is_quarantined_and_the_rest_builds(tmp_path: Path, source: st
         assert sample["meta"]["box_space"] == "ehoi_boxes" and sample["boxes.npy"].shape == (2, 4, 4)
     if "pose3d" in tasks:
         assert np.isfinite(sample["pose3d.npy"]).all(axis=-1).any()
+    build = read_build(report.out_dir)  # the trainer's one record of the samples' label spaces
+    assert (build["segm_space"], build["box_space"]) == (meta.get("segm_space"), meta.get("box_space"))
     assert verify(report.out_dir) == []
 
 
