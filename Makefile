@@ -17,6 +17,7 @@ $(STAMP): pyproject.toml model/pyproject.toml
 demo: $(STAMP)
 	$(BIN)/pvit-pipeline build --source procedural --out shards/ --frames 8 --size 56 --label-stride 4 --num-samples 640 --option aspect=1
 	$(BIN)/pvit-pipeline verify shards/procedural
+	rm -rf runs/demo  # a fresh run each time: the picture below reads the newest checkpoint there
 	$(BIN)/pvit-train --recipe train/recipes/demo_procedural.yaml --shards shards
 	$(BIN)/pvit-pipeline show shards/procedural --split val --count 2
 	$(BIN)/python -m train.visualize --checkpoint $$(ls runs/demo/checkpoints/step_*.pt | tail -n 1) \

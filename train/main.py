@@ -22,7 +22,6 @@ from typing import cast
 
 import pvit
 import torch
-from pvit.tasks import DOWNSTREAM_TASKS
 from timm.optim import create_optimizer_v2
 from timm.scheduler import CosineLRScheduler
 from torch.nn.parallel import DistributedDataParallel
@@ -106,7 +105,7 @@ def build_model(
     num_seg = load_label_space(geometry["segm_space"]).num_classes if geometry.get("segm_space") else 1
     num_box = load_label_space(geometry["box_space"]).num_classes if geometry.get("box_space") else 1
     real = sources["real"]
-    downstream = tuple(t for t in DOWNSTREAM_TASKS if any(t in s.tasks for s in real))
+    downstream = tuple(t for t in pvit.task_names("downstream") if any(t in s.tasks for s in real))
     classifies = any("action" in s.tasks for s in real)  # Ego4D/AVA alone: a 1-way action head, never trained
     model = pvit.build_model(
         cfg.preset, cfg.mode, num_classes=num_action_classes(real, cfg.num_classes) if classifies else 1,
