@@ -290,20 +290,38 @@ def pixel_rays(camera: Camera, raster: Raster) -> np.ndarray:
     return directions_cam @ camera.rotation  # camera -> world is the transpose
 
 
-def screen_rect(camera: Camera, corners: np.ndarray, raster: Raster) -> tuple[slice, slice] | None:
-    """Pixel rows/cols that can see a convex body enclosed by `corners`; None when off screen."""
+def screen_rects(
+    camera: Camera, primitives: list[Sphere | Box], raster: Raster
+) -> list[tuple[slice, slice] | None]:
+    """Per primitive, the pixel rows/cols that can see it (its 8 enclosing corners projected, one pixel
+    of margin), or None when it is off screen. All primitives are projected in one go: a frame has dozens
+    of small ones (the stick figure), and a call for each cost more than their ray casts."""
+    cam = camera.to_camera(np.stack([primitive_corners(p) for p in primitives]))  # [P, 8, 3]
+    behind = np.any(cam[..., 2] <= 1e-3, axis=-1).tolist()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        u = cam[..., 0] / cam[..., 2] * FOCAL + 0.5
+        v = cam[..., 1] / cam[..., 2] * FOCAL * raster.aspect + 0.5
+        col, row = raster.to_grid(u, v)
+        first = np.floor(np.stack([row.min(-1), col.min(-1)], axis=-1)) - 1
+        last = np.ceil(np.stack([row.max(-1), col.max(-1)], axis=-1)) + 1
+    return [
+        _pixel_rect(raster, is_behind, start, stop)
+        for is_behind, start, stop in zip(behind, first.tolist(), last.tolist(), strict=True)
+    ]
+
+
+def _pixel_rect(
+    raster: Raster, behind: bool, first: list[float], last: list[float]
+) -> tuple[slice, slice] | None:
+    """Rows and cols `first..last` (inclusive-exclusive floats) clipped to the raster."""
     rows, cols = raster.rows, raster.cols
-    cam = camera.to_camera(corners)
-    if (cam[:, 2] <= 1e-3).any():
+    if behind:  # a corner behind the camera: the projection is unbounded, so every pixel is tested
         return slice(0, rows), slice(0, cols)
-    u = cam[:, 0] / cam[:, 2] * FOCAL + 0.5
-    v = cam[:, 1] / cam[:, 2] * FOCAL * raster.aspect + 0.5
-    col, row = raster.to_grid(u, v)
-    c0, r0 = int(np.floor(col.min())) - 1, int(np.floor(row.min())) - 1
-    c1, r1 = int(np.ceil(col.max())) + 1, int(np.ceil(row.max())) + 1
-    if c1 < 0 or r1 < 0 or c0 >= cols or r0 >= rows:
+    if last[0] < 0 or last[1] < 0 or first[0] >= rows or first[1] >= cols:
         return None
-    return slice(max(r0, 0), min(r1, rows)), slice(max(c0, 0), min(c1, cols))
+    return slice(max(int(first[0]), 0), min(int(last[0]), rows)), slice(
+        max(int(first[1]), 0), min(int(last[1]), cols)
+    )
 
 
 def hit_sphere(origin: np.ndarray, rays: np.ndarray, sphere: Sphere) -> tuple[np.ndarray, np.ndarray]:
@@ -336,16 +354,17 @@ def hit_box(origin: np.ndarray, rays: np.ndarray, box: Box) -> tuple[np.ndarray,
     return t, normal_local @ yaw.T
 
 
+_CORNER_SIGNS = np.array([[x, y, z] for x in (-1, 1) for y in (-1, 1) for z in (-1, 1)], dtype=float)
+
+
 def box_corners(box: Box) -> np.ndarray:
     cos, sin = np.cos(box.yaw), np.sin(box.yaw)
     yaw = np.array([[cos, 0, sin], [0, 1, 0], [-sin, 0, cos]])
-    signs = np.array([[x, y, z] for x in (-1, 1) for y in (-1, 1) for z in (-1, 1)], dtype=float)
-    return (signs * box.half) @ yaw.T + box.centre
+    return (_CORNER_SIGNS * box.half) @ yaw.T + box.centre
 
 
 def sphere_corners(sphere: Sphere) -> np.ndarray:
-    signs = np.array([[x, y, z] for x in (-1, 1) for y in (-1, 1) for z in (-1, 1)], dtype=float)
-    return signs * sphere.radius + sphere.centre
+    return _CORNER_SIGNS * sphere.radius + sphere.centre
 
 
 def primitive_corners(primitive: Sphere | Box) -> np.ndarray:
@@ -376,17 +395,18 @@ def render(camera: Camera, primitives: list[Sphere | Box], raster: Raster) -> Fr
         instance=np.full((raster.rows, raster.cols), -1, dtype=np.int32),
         albedo=ground_albedo(origin + np.where(np.isfinite(t_ground), t_ground, 0)[..., None] * rays),
     )
-    for primitive in primitives:
-        rect = screen_rect(camera, primitive_corners(primitive), raster)
+    for primitive, rect in zip(primitives, screen_rects(camera, primitives, raster), strict=True):
         if rect is None:
             continue
         t, normal = hit_primitive(origin, rays[rect], primitive)
         closer = t < frame.depth[rect]
-        frame.depth[rect] = np.where(closer, t, frame.depth[rect])
-        frame.normal[rect] = np.where(closer[..., None], normal, frame.normal[rect])
-        frame.segm[rect] = np.where(closer, primitive.segm, frame.segm[rect])
-        frame.instance[rect] = np.where(closer, primitive.instance, frame.instance[rect])
-        frame.albedo[rect] = np.where(closer[..., None], primitive.colour, frame.albedo[rect])
+        if not closer.any():
+            continue
+        frame.depth[rect][closer] = t[closer]  # basic slices are views: these write into the frame
+        frame.normal[rect][closer] = normal[closer]
+        frame.segm[rect][closer] = primitive.segm
+        frame.instance[rect][closer] = primitive.instance
+        frame.albedo[rect][closer] = primitive.colour
     return frame
 
 

@@ -8,6 +8,7 @@ import pytest
 from pipeline.config import BuildConfig
 from pipeline.geometry import Window
 from pipeline.labelspace import load_label_space
+from pipeline.sources import procedural
 from pipeline.sources.procedural import (
     ACTIONS,
     FOCAL,
@@ -149,6 +150,24 @@ def test_a_wide_frame_and_a_window_of_it_render_the_same_scene() -> None:
     right_half = render(camera, primitives, Raster(20, 20, aspect=2.0, window=Window(0.0, 0.5, 1.0, 0.5)))
     np.testing.assert_array_equal(right_half.segm, wide.segm[:, 20:])
     np.testing.assert_allclose(right_half.depth, wide.depth[:, 20:])
+
+
+@pytest.mark.parametrize("seed", [3, 11, 29])
+def test_screen_rect_culling_never_drops_a_hit(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Each primitive is ray cast only inside its projected rect; casting every primitive on every pixel
+    # must give the same frame, else the rects cut objects.
+    clip = Clip(rng_seed=seed, action=seed % len(ACTIONS), frames=2)
+    raster = Raster(24, 32, aspect=32 / 24)
+    culled = [render(*clip.scene_at(clip.layout(), t)[:2], raster) for t in (0.0, 1.0)]
+    everywhere = (slice(0, raster.rows), slice(0, raster.cols))
+    monkeypatch.setattr(
+        procedural, "screen_rects", lambda camera, primitives, raster: [everywhere] * len(primitives)
+    )
+    for t, frame in zip((0.0, 1.0), culled, strict=True):
+        brute = render(*clip.scene_at(clip.layout(), t)[:2], raster)
+        np.testing.assert_array_equal(frame.instance, brute.instance)
+        np.testing.assert_array_equal(frame.segm, brute.segm)
+        np.testing.assert_allclose(frame.depth, brute.depth)
 
 
 def test_the_rendered_frame_has_the_configured_aspect_and_short_side() -> None:
