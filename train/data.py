@@ -53,9 +53,10 @@ def read_span(path: str, offset: int, size: int, files: dict | None = None) -> d
         if files is not None:
             files[path] = handle
     handle.seek(offset)
-    # Read into a writable buffer, so the decoded clip can be a view of it (no second copy). (A copy-on-
-    # write mmap of the shard instead measured 2x slower here: every first touch of a page faults.)
-    data = bytearray(size)
+    # Read into a writable buffer, so the decoded clip can be a view of it (no second copy). Uninitialised,
+    # as readinto fills it: a bytearray zeroes its megabytes first (~0.3 ms a clip). (A copy-on-write mmap
+    # of the shard measured 2x slower here: every first touch of a page faults.)
+    data = np.empty(size, dtype=np.uint8).data
     got = handle.readinto(data)
     if files is None:
         handle.close()
