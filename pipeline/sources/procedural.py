@@ -298,30 +298,18 @@ def screen_rects(
     of small ones (the stick figure), and a call for each cost more than their ray casts."""
     cam = camera.to_camera(np.stack([primitive_corners(p) for p in primitives]))  # [P, 8, 3]
     behind = np.any(cam[..., 2] <= 1e-3, axis=-1).tolist()
-    with np.errstate(divide="ignore", invalid="ignore"):
-        u = cam[..., 0] / cam[..., 2] * FOCAL + 0.5
-        v = cam[..., 1] / cam[..., 2] * FOCAL * raster.aspect + 0.5
-        col, row = raster.to_grid(u, v)
-        first = np.floor(np.stack([row.min(-1), col.min(-1)], axis=-1)) - 1
-        last = np.ceil(np.stack([row.max(-1), col.max(-1)], axis=-1)) + 1
+    with np.errstate(divide="ignore", invalid="ignore"):  # behind the camera: inf/NaN, not used below
+        col, row = raster.to_grid(
+            cam[..., 0] / cam[..., 2] * FOCAL + 0.5, cam[..., 1] / cam[..., 2] * FOCAL * raster.aspect + 0.5
+        )
+        first = np.maximum(np.floor(np.stack([row.min(-1), col.min(-1)], -1)) - 1, 0).astype(int).tolist()
+        last = np.minimum(np.ceil(np.stack([row.max(-1), col.max(-1)], -1)) + 1, (raster.rows, raster.cols))
+        last = last.astype(int).tolist()
+    everywhere = (slice(0, raster.rows), slice(0, raster.cols))  # unbounded projection: test every pixel
     return [
-        _pixel_rect(raster, is_behind, start, stop)
-        for is_behind, start, stop in zip(behind, first.tolist(), last.tolist(), strict=True)
+        everywhere if is_behind else None if r1 <= r0 or c1 <= c0 else (slice(r0, r1), slice(c0, c1))
+        for is_behind, (r0, c0), (r1, c1) in zip(behind, first, last, strict=True)
     ]
-
-
-def _pixel_rect(
-    raster: Raster, behind: bool, first: list[float], last: list[float]
-) -> tuple[slice, slice] | None:
-    """Rows and cols `first..last` (inclusive-exclusive floats) clipped to the raster."""
-    rows, cols = raster.rows, raster.cols
-    if behind:  # a corner behind the camera: the projection is unbounded, so every pixel is tested
-        return slice(0, rows), slice(0, cols)
-    if last[0] < 0 or last[1] < 0 or first[0] >= rows or first[1] >= cols:
-        return None
-    return slice(max(int(first[0]), 0), min(int(last[0]), rows)), slice(
-        max(int(first[1]), 0), min(int(last[1]), cols)
-    )
 
 
 def hit_sphere(origin: np.ndarray, rays: np.ndarray, sphere: Sphere) -> tuple[np.ndarray, np.ndarray]:
