@@ -1,14 +1,17 @@
-"""Two small idioms every part of the project uses: atomic file writes and one-line error messages.
+"""Small idioms every part of the project uses: atomic file writes and one-line error messages (including
+argparse's, whose usage block would otherwise be many lines).
 
 Torch-free, so the pipeline, the trainer and the tools share one copy.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], object], fsync: bool = True) -> None:
@@ -46,7 +49,7 @@ def is_temporary(path: Path) -> bool:
     return path.name.startswith(".") and path.name.endswith(".tmp")
 
 
-def first_line(error: BaseException, limit: int = 300) -> str:
+def first_line(error: BaseException, limit: int = 2000) -> str:
     """The error's own first line (at most `limit` characters), or its type name when it has no text.
 
     For an error re-raised from a DataLoader worker (torch puts the worker's traceback in the message),
@@ -58,3 +61,14 @@ def first_line(error: BaseException, limit: int = 300) -> str:
         text = last.split(": ", 1)[1] if ": " in last else last
     line = text.splitlines()[0] if text else type(error).__name__
     return line[:limit]
+
+
+class FlagError(ValueError):
+    """A bad command-line flag or value: the command prints it as one line and exits with code 2."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are a `FlagError` of one line, not a usage block and `SystemExit`."""
+
+    def error(self, message: str) -> NoReturn:
+        raise FlagError(f"{message} (see {self.prog} --help)")

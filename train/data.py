@@ -253,7 +253,7 @@ class EvalBatches(IterableDataset):
     crops, so a video is scored over temporal x spatial views. A detection source (AVA) is seen whole instead
     (`full_frame`, one clip per batch since frames may differ in shape). Every rank gets the same number of
     batches; `valid` marks the padding repeats so metrics skip them, and `metas` carries each sample's
-    meta.json for the official metrics.
+    meta.json for the official metrics. `label_tasks` are labels read beyond the role's own (--real-tasks).
     """
 
     def __init__(
@@ -267,9 +267,11 @@ class EvalBatches(IterableDataset):
         geometry: Geometry,
         views: int = 1,
         full_frame: bool = False,
+        label_tasks: tuple[str, ...] = (),
     ) -> None:
         super().__init__()
         self.source, self.table, self.role = source, source.split(split), role
+        self.allowed = role_mask(role, label_tasks)  # --real-tasks: the real boxes are scored too
         self.rank, self.world = rank, world
         self.batch_size = 1 if full_frame else batch_size
         self.geometry, self.views, self.full_frame = geometry, 1 if full_frame else views, full_frame
@@ -305,7 +307,7 @@ class EvalBatches(IterableDataset):
                     if self.full_frame
                     else eval_view(sample, view, self.views, self.geometry.protocol)
                 )
-                items.append(sample_arrays(viewed, role_mask(self.role), self.geometry.box_slots, True))
+                items.append(sample_arrays(viewed, self.allowed, self.geometry.box_slots, True))
         batch: dict[str, Any] = collate(items)
         batch["valid"] = torch.from_numpy(self.positions[span] < len(self.table))
         batch["groups"] = groups

@@ -18,18 +18,17 @@ the ICCV'23 submission PDF (ofir1080/PromptonomyViT : docs/_ICCV_23____Promptono
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import json
 import math
-import os
 import shlex
 import statistics
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn
+
+from pipeline.fileio import OneLineParser, atomic_write_text, first_line
 
 RECIPES = Path(__file__).resolve().parent / "recipes"
 TOY_RECIPE = RECIPES / "toy_procedural.yaml"
@@ -38,6 +37,7 @@ FINAL = "final.json"  # a finished run's metrics and the argv that made it
 PRETRAIN = "pretrain"  # the stage-1 subdirectory of a two-stage row's run
 SCALES = ("toy", "paper")
 RUNNER_FLAGS = ("--recipe", "--shards", "--out", "--seed", "--resume")  # per run: not for the flags after --
+# --loss-weights is the runner's own flag (it names the default --out), so not after -- either.
 # The paper's synthetic sources (its Table 7) by our adapter names; ElderSim is kist-synadl.
 PAPER_SYNTHETIC = (
     ("phav", "PHAV"),
@@ -174,11 +174,19 @@ def ablations(scale: str) -> Table:
             "61.9",
             pretrain=("--mode", "mt", "--synthetic-only"),
         ),
+        Row(
+            "pvit_pretrain_finetune",
+            "pretrain PViT on synthetic, then fine-tune PViT",
+            ("--mode", "pvit"),
+            pretrain=("--mode", "pvit", "--synthetic-only"),
+        ),
         Row("real_prompts", "PViT + real boxes prompt", ("--mode", "pvit", "--real-tasks", "boxes"), "66.7"),
     )
     note = (
         "pretrain_finetune runs twice per seed: stage 1 trains MT heads on the synthetic stream only "
         f"(<row>/seed<k>/{PRETRAIN}), stage 2 starts a plain model from its backbone (--init-from). "
+        "pvit_pretrain_finetune does the same with PViT in both stages (prompts and task heads start fresh "
+        "in stage 2, which trains on both streams); the paper reports no number for it. "
         "The paper reports real_prompts as +1.2 over PViT (65.5 + 1.2) and Fig. 4b's fractions as a "
         "curve only."
     )
@@ -197,13 +205,8 @@ TABLES: dict[str, Callable[[str], Table]] = {
 # ----------------------------------------------------------------------------- the command line
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:  # one line, not a usage block
-        raise ExperimentError(f"{message} (see {self.prog} --help)")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+def build_parser() -> OneLineParser:
+    parser = OneLineParser(
         prog="python -m train.experiments",
         description="Run a paper table's rows over seeds; write OUT/results.md. "
         "Trainer flags after `--` go to every run.",
@@ -221,6 +224,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--steps", type=int, help="optimiser steps of every run (default: the recipe's epochs)"
+    )
+    parser.add_argument(
+        "--loss-weights",
+        help="the trainer's --loss-weights for every run (paper | equal | TASK=VALUE,...; default: the "
+        "recipe's); "
+        "a rule other than the recipe's gets its own default --out",
     )
     parser.add_argument("--dry-run", action="store_true", help="print the trainer commands, run nothing")
     return parser
@@ -253,7 +262,7 @@ def parse_args(argv: list[str]) -> Plan:
         raise ExperimentError(f"--seeds must be >= 1, got {args.seeds}")
     if args.steps is not None and args.steps < 1:
         raise ExperimentError(f"--steps must be >= 1, got {args.steps}")
-    managed = sorted({flag.partition("=")[0] for flag in extra} & set(RUNNER_FLAGS))
+    managed = sorted({flag.partition("=")[0] for flag in extra} & {*RUNNER_FLAGS, "--loss-weights"})
     if managed:
         raise ExperimentError(f"{', '.join(managed)} after `--`: the runner sets these per run (see --help)")
     recipe = Path(args.recipe) if args.recipe else shown(base_recipe(args.scale, args.real))
@@ -261,7 +270,10 @@ def parse_args(argv: list[str]) -> Plan:
         raise ExperimentError(f"--recipe {recipe}: no such file")
     if not args.dry_run and not Path(args.shards).is_dir():
         raise ExperimentError(f"--shards {args.shards}: no such directory (build the shards first)")
-    out = Path(args.out) if args.out else Path("runs") / "experiments" / f"{args.table}-{args.scale}"
+    suffix = f"-{args.loss_weights}" if args.loss_weights else ""  # another rule, another directory
+    out = Path(args.out) if args.out else Path("runs") / "experiments" / f"{args.table}-{args.scale}{suffix}"
+    if args.loss_weights:
+        extra = [*extra, "--loss-weights", args.loss_weights]
     command = "python -m train.experiments " + shlex.join(argv)
     table = TABLES[args.table](args.scale)
     return Plan(table, args.seeds, args.scale, recipe, args.shards, out, args.steps, tuple(extra),
@@ -342,20 +354,20 @@ def read_final(out: Path) -> dict | None:
 
 def write_final(out: Path, data: dict) -> None:
     """Atomically, so a killed runner never leaves a half-written marker that reads as finished."""
-    tmp = out / f".{FINAL}.tmp"
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
-    os.replace(tmp, out / FINAL)
+    atomic_write_text(out / FINAL, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
 
 
 def train_once(out: Path, argv: list[str]) -> dict:
     """One trainer run, unless its final.json exists; refuses a directory another command made."""
     done = read_final(out)
+    made_with = done.get("argv") if done is not None else started_with(out)
+    if made_with is not None and made_with != argv:
+        state = "holds a run" if done is not None else "holds a half-finished run"
+        raise ExperimentError(
+            f"{out} {state} made with other flags ({shlex.join(map(str, made_with))}); "
+            "give another --out or delete it"
+        )
     if done is not None:
-        if done.get("argv") != argv:
-            raise ExperimentError(
-                f"{out} holds a run made with other flags ({shlex.join(done.get('argv', []))}); "
-                "give another --out or delete it"
-            )
         print(f"[experiments] {out}: finished before, skipped", flush=True)
         return done
     from train import main as trainer  # torch loads only when something trains
@@ -370,13 +382,24 @@ def train_once(out: Path, argv: list[str]) -> dict:
     return data
 
 
+def started_with(out: Path) -> list | None:
+    """The trainer argv of the newest checkpoint in `out` (a run that stopped half-way), else None."""
+    from train.checkpoint import list_checkpoints, read_sidecar
+
+    found = list_checkpoints(out)
+    sidecar = read_sidecar(found[-1]) if found else None
+    argv = sidecar.get("argv") if sidecar else None
+    return argv if isinstance(argv, list) else None
+
+
 def summary_of(result: dict, argv: list[str]) -> dict:
     """top-1/top-5 of the first real source, and the rest of the trainer's final dict."""
     from train.config import parse_config
 
     cfg = parse_config(argv)
     evals = result.get("eval", {})
-    real = cfg.real[0].partition(":")[0] if cfg.real and not cfg.synthetic_only else ""
+    data = cfg.data
+    real = data.real[0].partition(":")[0] if data.real and not data.synthetic_only else ""
     return {
         "top1": evals.get(f"real/{real}/top1"),
         "top5": evals.get(f"real/{real}/top5"),
@@ -492,16 +515,16 @@ def draw_curves(plan: Plan) -> tuple[str, str]:
 
 
 def run_table(plan: Plan) -> Path:
-    """Every (row, seed) not finished yet, then results.md (and curves.png); returns results.md's path."""
+    """Every (row, seed) not finished yet, then results.md, then curves.png (results.md is written first,
+    so a run whose curves cannot be drawn still leaves its table); returns results.md's path."""
     results: dict[str, list[dict]] = {}
     for row in plan.table.rows:
         results[row.name] = [run_row(plan, row, seed) for seed in range(plan.seeds)]
-    curves, why = draw_curves(plan)
-    text = results_markdown(plan, results, curves)
-    if why:
-        text += f"\n({why})\n"
     path = plan.out / "results.md"
-    path.write_text(text)
+    atomic_write_text(path, results_markdown(plan, results, ""))
+    curves, why = draw_curves(plan)
+    text = results_markdown(plan, results, curves) + (f"\n({why})\n" if why else "")
+    atomic_write_text(path, text)
     print(text)
     print(f"[experiments] wrote {path}")
     return path
@@ -520,12 +543,10 @@ def main(argv: list[str] | None = None) -> Path | None:
 
 def cli() -> None:
     """A bad table, flag or shard directory is one line on stderr and exit code 2, as train/main.py."""
-    from train.main import one_line
-
     try:
         main()
     except (ValueError, FileNotFoundError) as error:  # ExperimentError, the trainer's refusals
-        print(f"train.experiments: error: {one_line(error)}", file=sys.stderr)
+        print(f"train.experiments: error: {first_line(error)}", file=sys.stderr)
         raise SystemExit(2) from None
 
 

@@ -250,7 +250,13 @@ def evaluate_ava(
     exclusions: PathLike | None = None,
     top_k: int = AVA_TOP_K,
 ) -> dict:
-    """The official ``get_ava_performance.py`` run on files: ``{"mAP", "per_class"}`` (see the module doc)."""
+    """Frame-mAP of files: ``{"mAP", "per_class"}`` (see the module doc).
+
+    ``top_k=AVA_TOP_K`` is ActivityNet's ``get_ava_performance.py``, which keeps 50 (box, class) detections
+    per keyframe; ``top_k=0`` keeps every detection, as PySlowFast's ``ava_eval_helper.evaluate_ava`` does
+    (its ``read_csv`` has no cap), the figure SlowFast's and MViTv2's published AVA results report. Either way
+    the evaluator ranks each key's detections by score before matching: the order of the file does not count.
+    """
     categories, whitelist = read_ava_labelmap(labelmap)
     excluded = read_ava_exclusions(exclusions)
     gt = read_ava_csv(groundtruth, whitelist, 0)
@@ -274,7 +280,8 @@ def write_ava_detections(
     """Write the official detections CSV (``video_id,sec,x1,y1,x2,y2,action_id,score``, no header).
 
     ``class_ids[j]`` is the AVA action id of score column ``j`` (the label map's ids in file order for
-    the 60-class head). One row per (person, class); the evaluator keeps the top 50 per keyframe.
+    the 60-class head). One row per (person, class); ActivityNet's script keeps the top 50 per keyframe,
+    PySlowFast's every row.
     Returns the number of rows written.
     """
     rows = 0

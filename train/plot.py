@@ -10,7 +10,6 @@ throughput figures are left out; they are not curves anyone compares.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
@@ -18,6 +17,8 @@ from pathlib import Path
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+
+from pipeline.fileio import FlagError, OneLineParser, first_line
 
 METRICS = "metrics.jsonl"
 SKIP = {"step", "kind", "time", "lr", "clips_per_s", "data_wait_share", "grad_norm", "videos", "clips"}
@@ -37,25 +38,39 @@ def read_run(run_dir: Path | str) -> dict[str, Series]:
         raise PlotError(f"{run_dir}: no {METRICS} (is it a training run's --out directory?)")
     latest: dict[str, dict[str, dict[int, float]]] = {"train": {}, "eval": {}}
     rows = 0
-    for line in path.read_text().splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a line cut short by a killed run
-        if not isinstance(row, dict) or row.get("kind") not in latest or "step" not in row:
-            continue
+    for row in _rows(path):
+        if row.get("kind") not in latest or not isinstance(row.get("step"), int):
+            continue  # not a metrics row, or a line cut short (a killed run) that parsed as something else
         rows += 1
         for name, value in row.items():
             if name.rsplit("/", 1)[-1] in SKIP or isinstance(value, bool):
                 continue  # eval names are <role>/<source>/<metric>
             if isinstance(value, (int, float)) and math.isfinite(value):
-                latest[row["kind"]].setdefault(name, {})[int(row["step"])] = float(value)
+                latest[row["kind"]].setdefault(name, {})[row["step"]] = float(value)
     if rows == 0:
         raise PlotError(f"{path}: no train or eval rows")
     return {
         kind: {name: sorted(steps.items()) for name, steps in series.items()}
         for kind, series in latest.items()
     }
+
+
+def _rows(path: Path) -> list[dict]:
+    """The JSON objects of a metrics file, one per line; a line that is not one (cut short by a killed run,
+    bytes that are not UTF-8) is skipped, so one bad line never loses a run's curves."""
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise PlotError(f"{path}: cannot read it ({error.strerror or error})") from None
+    rows = []
+    for line in data.splitlines():
+        try:
+            row = json.loads(line.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows
 
 
 def run_labels(run_dirs: list[Path]) -> list[str]:
@@ -122,14 +137,19 @@ def plot_runs(run_dirs: list[Path | str], columns: int = 4) -> Figure:
 
 
 def main(argv: list[str] | None = None) -> Path:
-    parser = argparse.ArgumentParser(prog="python -m train.plot", description="Overlay the curves of runs.")
+    parser = OneLineParser(prog="python -m train.plot", description="Overlay the curves of runs.")
     parser.add_argument("runs", nargs="+", type=Path, help="training --out directories (with metrics.jsonl)")
     parser.add_argument("--out", type=Path, default=Path("curves.png"), help="PNG path (default curves.png)")
     parser.add_argument("--columns", type=int, default=4, help="panels per row (default 4)")
     args = parser.parse_args(argv)
-    figure = plot_runs(args.runs, max(1, args.columns))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(args.out)
+    if args.columns < 1:
+        raise PlotError(f"--columns must be at least 1, got {args.columns}")
+    figure = plot_runs(args.runs, args.columns)
+    try:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        figure.savefig(args.out)
+    except OSError as error:
+        raise PlotError(f"--out {args.out}: cannot write it ({error.strerror or error})") from None
     print(args.out)
     return args.out
 
@@ -137,8 +157,8 @@ def main(argv: list[str] | None = None) -> Path:
 def cli() -> None:
     try:
         main()
-    except PlotError as error:
-        print(f"train.plot: error: {error}", file=sys.stderr)
+    except (PlotError, FlagError) as error:
+        print(f"train.plot: error: {first_line(error)}", file=sys.stderr)
         raise SystemExit(2) from None
 
 

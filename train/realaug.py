@@ -25,7 +25,6 @@ import functools
 import random
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -33,10 +32,7 @@ from PIL import Image
 
 from pipeline.schema import TASK_BIT
 
-if TYPE_CHECKING:
-    from train.config import TrainConfig
-
-# PySlowFast's MViTv2-S 16x4 values, as TrainConfig fields (label_smoothing is an existing field).
+# PySlowFast's MViTv2-S 16x4 values, as config fields (augment section; label_smoothing is optim's).
 MVITV2_S: dict[str, float | str] = {
     "mixup": 0.8,
     "cutmix": 1.0,
@@ -219,16 +215,3 @@ class BatchAugment:
             _, mixed = mixer(flat[:even], labels.index_select(0, index[:even]))
             soft = soft.index_copy(0, index[:even], mixed.to(soft.dtype))
         return soft
-
-
-def batch_augment(cfg: TrainConfig, num_classes: int) -> BatchAugment:
-    """The batch augmentation a run's config asks for (all off by default)."""
-    return BatchAugment(
-        num_classes=num_classes,
-        mixup=cfg.mixup,
-        cutmix=cfg.cutmix,
-        mixup_prob=cfg.mixup_prob,
-        mixup_switch_prob=cfg.mixup_switch_prob,
-        label_smoothing=cfg.label_smoothing,
-        random_erasing=cfg.random_erasing,
-    )

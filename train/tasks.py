@@ -1,8 +1,9 @@
 """The trainer's half of the task table, keyed by the names of ``pvit.TASK_SPECS`` (DESIGN §5).
 
 Per task: how its label is read from a decoded sample (``read``), the batch tensors that carry it with their
-placeholder for a sample or stream lacking it (``keys``), how its samples are stacked (``stack``), and its
-accumulator for ``evaluate_tasks`` (``metric``). ``train.data`` (``sample_arrays``, ``collate``, ``merge``,
+placeholder for a sample or stream lacking it (``keys``), how its samples are stacked (``stack``), its
+accumulator for ``evaluate_tasks`` (``metric``, synthetic val splits) and the official scorer of a real source
+that carries it (``scorer``, ``train.scorers``). ``train.data`` (``sample_arrays``, ``collate``, ``merge``,
 ``to_device``) and ``train.evaluate`` iterate ``TRAIN_TASKS`` and name no task; a new task is one
 ``register_train_task(TrainTask(...))`` next to its ``pvit.register_task``.
 """
@@ -75,6 +76,7 @@ class TrainTask:
     read: Callable[[dict, int, bool], dict]  # (decoded sample, box slots, evaluating) -> its label arrays
     stack: Callable[[list[dict], tuple[LabelKey, ...]], Batch] = stack_arrays
     metric: TaskMetric | None = None
+    scorer: str = ""  # the scorer of a real source carrying this task, a key of train.scorers.SCORERS
     bit: int = -1  # its bit of meta.json's mask and column of the batch's `mask`; default TASK_BIT[name]
 
     def __post_init__(self) -> None:
@@ -258,11 +260,16 @@ def pair_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return inter / (area - inter).clamp(min=1e-9)
 
 
+def box_iou_sums(boxes: torch.Tensor, target: torch.Tensor, rows: torch.Tensor) -> tuple[float, float]:
+    """(sum of IoUs, count) of slot i against target row i, over the real target boxes of `rows`."""
+    valid = torch.isfinite(target).all(-1) & rows.view(-1, 1, 1)
+    return float(pair_iou(boxes, target.nan_to_num())[valid].sum()), float(valid.sum())
+
+
 def _box_update(preds: dict, targets: dict, rows: torch.Tensor, sums: dict) -> None:
-    gt = targets["boxes"]
-    valid = torch.isfinite(gt).all(-1) & rows.view(-1, 1, 1)
-    sums["box_iou"] += float(pair_iou(preds["boxes"], gt.nan_to_num())[valid].sum())
-    sums["box_n"] += float(valid.sum())
+    iou, count = box_iou_sums(preds["boxes"], targets["boxes"], rows)
+    sums["box_iou"] += iou
+    sums["box_n"] += count
 
 
 def confusion(logits: torch.Tensor, gt: torch.Tensor, rows: torch.Tensor, num: int) -> torch.Tensor:
@@ -294,7 +301,9 @@ def _segm_result(sums: dict) -> dict[str, float]:
 
 NAN = float("nan")
 BUILTIN_TRAIN_TASKS: tuple[TrainTask, ...] = (
-    TrainTask("action", (LabelKey("action", -1),), read_meta("action", "label"), stack_classes),
+    TrainTask(
+        "action", (LabelKey("action", -1),), read_meta("action", "label"), stack_classes, scorer="action"
+    ),
     TrainTask(
         "depth",
         (LabelKey("depth", NAN, device_dtype=torch.float32),),
@@ -325,14 +334,15 @@ BUILTIN_TRAIN_TASKS: tuple[TrainTask, ...] = (
         _read_boxes,
         metric=ratio_metric("box_iou", "box_iou", "box_n", 1.0, _box_update),
     ),
-    TrainTask("oscc", (LabelKey("oscc", -1),), read_meta("oscc", "oscc"), stack_classes),
+    TrainTask("oscc", (LabelKey("oscc", -1),), read_meta("oscc", "oscc"), stack_classes, scorer="ego4d"),
     # All zeros = no PNR frame, which the loss skips.
-    TrainTask("pnr", (LabelKey("pnr", 0),), read_member("pnr", "pnr.npy")),
+    TrainTask("pnr", (LabelKey("pnr", 0),), read_member("pnr", "pnr.npy"), scorer="ego4d"),
     TrainTask(
         "ava",
         (LabelKey("ava", -1, device_dtype=torch.float32), LabelKey("ava_boxes", NAN)),
         _read_ava,
         collate_persons,
+        scorer="ava",
     ),
 )
 for _task in BUILTIN_TRAIN_TASKS:

@@ -12,12 +12,9 @@ projected with the source's known camera if it has one, else a nominal 60-degree
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
-import json
 import math
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,8 +23,12 @@ import torch
 from PIL import Image
 
 from pipeline import show
+from pipeline.fileio import OneLineParser, first_line
 from pipeline.schema import SEGM_IGNORE
-from train.data import to_device
+from train.assemble import Run, geometry_for
+from train.checkpoint import load_model, read_sidecar
+from train.data import EvalBatches, Geometry, to_device
+from train.sources import SourceData, open_source
 
 if TYPE_CHECKING:  # the type only: tensorboard is imported where a run logs to it
     from torch.utils.tensorboard import SummaryWriter
@@ -42,14 +43,6 @@ def nominal_camera(hw: tuple[int, int]) -> tuple[float, float, float, float]:
     h, w = hw
     focal = 0.5 * w / math.tan(math.radians(NOMINAL_FOV_DEG) / 2)
     return focal, focal, w / 2, h / 2
-
-
-def label_spaces(sources: Iterable) -> dict[str, str | None]:
-    """{"segm": space, "boxes": space} of the (synthetic) sources a model was trained on."""
-    sources = list(sources)
-    segm = next((s.segm_space for s in sources if getattr(s, "segm_space", None)), None)
-    boxes = next((s.box_space for s in sources if getattr(s, "box_space", None)), None)
-    return {"segm": segm, "boxes": boxes}
 
 
 @torch.no_grad()
@@ -240,82 +233,39 @@ def save_prediction_figure(
 # ----------------------------------------------------------------------------- the command
 
 
-class VisualizeError(Exception):
+class VisualizeError(ValueError):
     """A user mistake (missing file, unreadable checkpoint, unknown source): one line, exit 2."""
 
 
-def load_run(checkpoint_path: Path, shards: Path, device: str):
-    """The trainer's `Run` (model, sources, geometry) rebuilt from the checkpoint's sidecar config."""
-    from train import checkpoint
-    from train.config import TrainConfig
-    from train.distributed import Dist
-    from train.main import prepare
-
-    if not checkpoint_path.is_file():
-        raise VisualizeError(f"--checkpoint {checkpoint_path}: no such file")
-    sidecar = checkpoint_path.with_suffix(".json")
-    try:
-        config = json.loads(sidecar.read_text())["config"]
-    except (OSError, ValueError, KeyError):
-        raise VisualizeError(f"{sidecar}: the checkpoint's config sidecar is missing or unreadable") from None
-    try:
-        state = checkpoint.load(checkpoint_path)
-        weights = state["model"]
-    except Exception as error:  # any unpickling failure means the same thing to the user
-        reason = f"{type(error).__name__}: {error}".splitlines()[0]
-        raise VisualizeError(f"--checkpoint {checkpoint_path}: unreadable ({reason})") from None
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
-    values = {k: v for k, v in config.items() if k in known}
-    values.update(shards=str(shards), resume="", pretrained="", workers=0, device=device, stop_after=0)
-    cfg = TrainConfig(**values)
-    use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
-    target = torch.device("cuda" if use_cuda else "cpu")
-    run = prepare(cfg, Dist(0, 1, 0, target))
-    run.model.load_state_dict(weights)
-    return run
-
-
-def eval_batch(source, geometry, count: int) -> dict:
-    """The first `count` val clips of an opened source (`train.sources.SourceData`), one view each,
-    prepared exactly as the trainer evaluates them."""
-    from train.data import EvalBatches
-
+def eval_batch(source: SourceData, geometry: Geometry, count: int) -> dict:
+    """The first `count` val clips of an opened source, one view each, prepared exactly as the trainer
+    evaluates them."""
     split = "val" if "val" in source.splits else next(iter(source.splits), None)
     if split is None:
         raise VisualizeError(f"source {source.name}: no samples")
     return EvalBatches(source, split, "real", 0, 1, count, geometry, views=1).batch(0)
 
 
-def figure_at_eval(run, autocast: Callable | None, step: int, logger: object, count: int = 4) -> Path | None:
+def figure_at_eval(run: Run, step: int, writer: SummaryWriter | None, count: int = 4) -> Path | None:
     """The trainer's hook (rank 0, at each evaluation): predictions on the first real source's val clips.
 
-    `run` is `train.main.Run`; the TensorBoard image goes to `logger.writer` when there is one. None when
-    the model has no task heads (modes vpt, plain) or no real source has a val split.
+    The TensorBoard image goes to `writer` when there is one. None when the model has no task heads (modes
+    vpt, plain) or no real source has a val split.
     """
-    if not getattr(run.model.cfg, "has_heads", False):
+    if not run.model.cfg.has_heads:
         return None
     real = next((s for s in run.sources.get("real", []) if "val" in s.splits), None)
     if real is None:
         return None
     batch = eval_batch(real, run.geometry, count)
     hw = (int(batch["video"].shape[2]), int(batch["video"].shape[3]))
-    spaces = label_spaces(s for group in run.sources.values() for s in group)
-    return save_prediction_figure(
-        run.model,
-        batch,
-        run.cfg.out,
-        step,
-        run.dist.device,
-        autocast,
-        getattr(logger, "writer", None),
-        count=count,
-        spaces=spaces,
-        camera=show.known_camera(real.name, hw),
-    )
+    camera = show.known_camera(real.name, hw)
+    return save_prediction_figure(run.model, batch, run.cfg.out, step, run.dist.device, run.autocast, writer,
+                                  count=count, spaces=run.label_spaces, camera=camera)  # fmt: skip
 
 
-def main(argv: list[str] | None = None) -> Path:
-    parser = argparse.ArgumentParser(prog="python -m train.visualize", description=__doc__.split("\n\n")[0])
+def build_parser() -> OneLineParser:
+    parser = OneLineParser(prog="python -m train.visualize", description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", type=Path, required=True, help="a trainer checkpoint (step_*.pt)")
     parser.add_argument("--shards", type=Path, required=True, help="directory holding <source>/build.json")
     parser.add_argument("--source", required=True, help="the source whose val clips to draw (e.g. ssv2)")
@@ -323,21 +273,31 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--frame", type=int, help="frame index to draw (default: the middle one)")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"))
     parser.add_argument("--out", type=Path, default=Path("predictions.png"), help="PNG path")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> Path:
+    """Draw the checkpoint's predictions on the source's first val clips; returns the PNG's path."""
+    args = build_parser().parse_args(argv)
     if args.count < 1:
         raise VisualizeError(f"--count must be at least 1, got {args.count}")
-    run = load_run(args.checkpoint, args.shards, args.device)
-    from train.sources import open_source
-
-    batch = eval_batch(open_source(args.shards, args.source), run.geometry, args.count)
-    spaces = label_spaces(s for group in run.sources.values() for s in group)
+    if not args.checkpoint.is_file():
+        raise VisualizeError(f"--checkpoint {args.checkpoint}: no such file")
+    model, cfg = load_model(args.checkpoint)
+    cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
+    device = torch.device("cuda" if cuda else "cpu")
+    geometry = geometry_for(cfg, model.cfg.label_stride, model.cfg.num_box_slots)
+    batch = eval_batch(open_source(args.shards, args.source), geometry, args.count)
+    frames = int(batch["video"].shape[1])
+    if args.frame is not None and not 0 <= args.frame < frames:
+        raise VisualizeError(f"--frame {args.frame}: the clips have frames 0..{frames - 1}")
     h, w = (int(v) for v in batch["video"].shape[2:4])
     image = prediction_figure(
-        run.model,
+        model.to(device),
         batch,
-        run.dist.device,
+        device,
         count=args.count,
-        spaces=spaces,
+        spaces=(read_sidecar(args.checkpoint) or {}).get("label_spaces") or {},
         camera=show.known_camera(args.source, (h, w)),
         frame=args.frame,
         title=f"{args.source} val: task-head predictions of {args.checkpoint}",
@@ -349,13 +309,10 @@ def main(argv: list[str] | None = None) -> Path:
 
 
 def cli() -> None:
-    from train.sources import ShardMismatch
-
     try:
         main()
-    except (VisualizeError, ShardMismatch, FileNotFoundError, ValueError) as error:
-        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        print(f"train.visualize: error: {message}", file=sys.stderr)
+    except (ValueError, FileNotFoundError, OSError) as error:  # FlagError, ShardMismatch, CheckpointError
+        print(f"train.visualize: error: {first_line(error)}", file=sys.stderr)
         raise SystemExit(2) from None
 
 

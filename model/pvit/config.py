@@ -95,7 +95,11 @@ class PViTConfig:
         if len(self.depths) != len(self.num_heads) or not self.depths or min(self.depths) < 1:
             raise ValueError("depths and num_heads need one positive entry per stage")
         if self.prompts_per_task < 1:
-            raise ValueError("prompts_per_task must be >= 1")
+            raise ValueError(f"prompts_per_task must be >= 1, got {self.prompts_per_task}")
+        if self.prompts_per_task > 1 and self.mode not in PROMPT_MODES:
+            raise ValueError(
+                f"prompts_per_task > 1 needs a mode with prompts ({', '.join(PROMPT_MODES)}), not {self.mode}"
+            )
         if self.one_prompt and self.mode not in PROMPT_MODES:
             raise ValueError(
                 f"one_prompt needs a mode with prompts ({', '.join(PROMPT_MODES)}), not {self.mode}"

@@ -135,10 +135,15 @@ def test_out_that_is_a_file_is_refused(shards: Path, tmp_path: Path, monkeypatch
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("lr: [0.1\nsteps: 2\n", "not valid YAML at line"),
-        ("batch_size: eight\n", "batch_size should be int, got 'eight'"),
-        ("betas: 0.9\n", "betas should be a list of two numbers"),
+        ("optim: {lr: [0.1\nsteps: 2\n", "not valid YAML at line"),
+        ("data:\n  batch_size: eight\n", "data.batch_size should be int, got 'eight'"),
+        ("optim:\n  betas: 0.9\n", "optim.betas should be a list of two numbers"),
         ("- a list\n", "a recipe is a mapping"),
+        ("lr: 0.1\n", "'lr' is now 'optim.lr'"),  # a flat recipe of the earlier layout
+        ("optim: 0.1\n", "'optim' is a section"),
+        ("optim:\n  learning_rate: 0.1\n", "unknown key(s) learning_rate in section 'optim'"),
+        ("optim:\n  loss_weights: {depth: heavy}\n", "'depth=heavy': the weight must be a number"),
+        ("optim:\n  loss_weights: {dept: 1}\n", "'dept=1': expected paper | equal or TASK=VALUE"),
     ],
 )
 def test_bad_recipes_are_one_line(shards: Path, tmp_path: Path, monkeypatch, capsys, text, message) -> None:
@@ -203,8 +208,8 @@ def test_training_killed_at_random_points_resumes_to_the_uninterrupted_weights(
     process.wait()
     main(train_args(shards_dir, killed, *STEPS, "--resume", "latest"))
     main(train_args(shards_dir, tmp_path / "straight", *STEPS))
-    resumed = torch.load(killed / "checkpoints" / "step_00000010.pt", weights_only=False)["model"]
-    straight = torch.load(tmp_path / "straight" / "checkpoints" / "step_00000010.pt", weights_only=False)[
+    resumed = torch.load(killed / "checkpoints" / "step_00000010.pt", weights_only=True)["model"]
+    straight = torch.load(tmp_path / "straight" / "checkpoints" / "step_00000010.pt", weights_only=True)[
         "model"
     ]
     assert all(torch.equal(straight[k], resumed[k]) for k in straight)

@@ -8,10 +8,11 @@ import pytest
 import torch
 from conftest import train_args
 
+from train.assemble import prepare, synthetic_tasks
 from train.config import TrainConfig, parse_config
 from train.data import MixedBatches
 from train.distributed import setup
-from train.main import autocast_for, prepare, train_step
+from train.main import batch_augment, train_step
 
 REAL = ["--real", "ssv2", "--synthetic", "procedural"]
 
@@ -21,20 +22,21 @@ def test_flags_parse_from_the_command_line() -> None:
         [*REAL, "--one-prompt", "--freeze-backbone", "--prompts-per-task", "20", "--tasks", "S1",
          "--real-tasks", "boxes"]
     )  # fmt: skip
-    assert cfg.one_prompt and cfg.freeze_backbone
-    assert cfg.prompts_per_task == 20
-    assert cfg.tasks == ("depth", "segm", "boxes")  # S1, in the model's task order
-    assert cfg.real_tasks == ("boxes",)
-    assert parse_config([*REAL, "--tasks", "normal,depth"]).tasks == ("depth", "normal")
-    assert parse_config([*REAL, "--tasks", "S2"]).tasks == ("normal", "segm", "pose3d")
-    defaults = parse_config(REAL)
+    model = cfg.model
+    assert model.one_prompt and model.freeze_backbone
+    assert model.prompts_per_task == 20
+    assert model.tasks == ("depth", "segm", "boxes")  # S1, in the model's task order
+    assert model.real_tasks == ("boxes",)
+    assert parse_config([*REAL, "--tasks", "normal,depth"]).model.tasks == ("depth", "normal")
+    assert parse_config([*REAL, "--tasks", "S2"]).model.tasks == ("normal", "segm", "pose3d")
+    defaults = parse_config(REAL).model
     assert (defaults.one_prompt, defaults.freeze_backbone, defaults.prompts_per_task) == (False, False, 1)
     assert defaults.tasks == () and defaults.real_tasks == ()
 
 
 def test_neutral_prompts_read_real_data_only() -> None:
     cfg = parse_config([*REAL, "--mode", "np"])
-    assert cfg.mode == "np" and not cfg.uses_synthetic
+    assert cfg.model.mode == "np" and not cfg.uses_synthetic
     assert parse_config(REAL).uses_synthetic  # pvit with the same sources does read them
 
 
@@ -42,12 +44,15 @@ def test_neutral_prompts_read_real_data_only() -> None:
     ("flags", "message"),
     [
         (["--tasks", "depth,flow"], r"^--tasks: unknown task 'flow'; choose from depth, .*S1, S2$"),
-        (["--mode", "mt", "--one-prompt"], r"^--one-prompt needs a mode with prompts"),
-        (["--mode", "plain", "--prompts-per-task", "20"], r"^--prompts-per-task > 1 needs a mode"),
-        (["--prompts-per-task", "0"], r"^--prompts-per-task must be >= 1"),
+        # The model section's settings are PViTConfig's to check (pvit.config), named as its fields.
+        (["--mode", "mt", "--one-prompt"], r"^model: one_prompt needs a mode with prompts"),
+        (["--mode", "plain", "--prompts-per-task", "20"], r"^model: prompts_per_task > 1 needs a mode"),
+        (["--prompts-per-task", "0"], r"^model: prompts_per_task must be >= 1"),
         (["--mode", "plain", "--tasks", "S1"], r"^--tasks needs a mode with prompts or task heads"),
-        (["--real-tasks", "depth"], r"^--real-tasks: unknown depth; supported: boxes$"),
-        (["--mode", "vpt", "--real-tasks", "boxes"], r"^--real-tasks .* needs --mode pvit, not vpt$"),
+        (["--real-tasks", "depth"], r"^model: unknown real_tasks \['depth'\]; supported: \('boxes',\)$"),
+        (["--mode", "vpt", "--real-tasks", "boxes"], r"^model: real_tasks .* need mode pvit, not vpt$"),
+        (["--mode", "hybrid"], r"^model: mode 'hybrid' not in"),
+        (["--preset", "huge"], r"^model: unknown preset 'huge'"),
     ],
 )
 def test_bad_switches_are_one_line(flags: list[str], message: str) -> None:
@@ -63,7 +68,7 @@ def one_step(shards: Path, out: Path, *flags: str) -> tuple:
     batch = MixedBatches(run.streams, 0, 1, run.geometry, cfg.seed).batch(0)
     before = {n: p.detach().clone() for n, p in run.model.named_parameters()}
     run.model.train()
-    out_losses = train_step(run, batch, autocast_for(cfg, torch.device("cpu")))
+    out_losses = train_step(run, batch, batch_augment(run))
     return run, batch, out_losses, before
 
 
@@ -100,7 +105,6 @@ def test_one_prompt_and_twenty_prompts_reach_the_model(shards_dir: Path, tmp_pat
 
 def test_a_task_no_synthetic_source_carries_is_refused(shards_dir: Path, tmp_path: Path) -> None:
     # The procedural build carries all five; a source without pose3d is emulated by dropping it.
-    from train.main import synthetic_tasks
     from train.sources import open_source
 
     source = open_source(str(shards_dir), "procedural")

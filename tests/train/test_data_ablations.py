@@ -17,11 +17,13 @@ import torch
 
 from pipeline.schema import SYNTHETIC_TASKS, TASK_BIT, TASKS
 from tests.train.conftest import train_args
+from train.assemble import make_streams, open_streams, prepare
 from train.augment import Protocol
-from train.config import TrainConfig, parse_config
+from train.checkpoint import init_backbone, is_backbone_key
+from train.config import make_config, parse_config
 from train.data import TASK_LABEL_KEYS, Geometry, MixedBatches, StreamSpec, make_loader, shuffle_task_labels
 from train.distributed import Dist
-from train.main import init_backbone, is_backbone_key, main, make_streams, open_streams, prepare
+from train.main import main
 from train.plan import StreamPlan, _rng, fraction_subset, video_subset
 from train.sources import open_source
 
@@ -149,7 +151,7 @@ def test_synthetic_fraction_shortens_the_synthetic_epoch_only(shards_dir: Path) 
 
 
 def test_ablation_switches_are_validated() -> None:
-    TrainConfig(synthetic=("procedural",), synthetic_only=True)  # no --real needed for stage 1
+    make_config({"synthetic": ("procedural",), "synthetic_only": True})  # no --real needed for stage 1
     refused: list[dict[str, Any]] = [
         {"synthetic": ("procedural",)},  # --real is still needed without --synthetic-only
         {"synthetic": ("procedural",), "synthetic_only": True, "mode": "plain"},
@@ -161,7 +163,7 @@ def test_ablation_switches_are_validated() -> None:
     ]
     for values in refused:
         with pytest.raises(ValueError, match="^--"):
-            TrainConfig(**values)
+            make_config(values)
 
 
 # ----------------------------------------------------------------------------- init from a checkpoint
@@ -232,11 +234,12 @@ def test_pretrain_on_synthetic_only_then_finetune_the_backbone(shards_dir: Path,
     trained = [row for row in rows if row["kind"] == "train"][-1]
     assert "depth" in trained and "action" not in trained  # no action loss
     checkpoint = tmp_path / "stage1" / "checkpoints" / "step_00000001.pt"
-    pretrained = torch.load(checkpoint, weights_only=False)["model"]
+    pretrained = torch.load(checkpoint, weights_only=True)["model"]
 
     stage2 = train_args(shards_dir, tmp_path / "stage2", "--mode", "plain", "--steps", "1")
     fresh = prepare(parse_config(stage2), CPU)
     run = prepare(parse_config([*stage2, "--init-from", str(checkpoint)]), CPU)
+    init_backbone(run.model, str(checkpoint))  # as main() does after prepare()
     weights, new = run.model.state_dict(), fresh.model.state_dict()
     assert all(torch.equal(weights[k], pretrained[k]) for k in weights if is_backbone_key(k))
     assert torch.equal(weights["backbone.head.1.weight"], new["backbone.head.1.weight"])  # fresh head

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.train.conftest import train_args
-from train.config import TrainConfig, build_parser, field_comments
+from train.config import SECTIONS, TrainConfig, build_parser, field_comments, section_fields
 from train.main import cli
 
 REPO = Path(__file__).resolve().parents[2]
@@ -85,8 +85,18 @@ def test_flag_help_carries_the_field_comments() -> None:
 
 def test_field_comments_are_the_trailing_ones() -> None:
     """Each field gets the comment at the end of its own line; a section comment above fields is none's."""
-    source = inspect.getsource(TrainConfig)
-    trailing = dict(re.findall(r"^    (\w+): [^\n#]*?  # ([^\n]*)$", source, flags=re.MULTILINE))
-    assert {"lr", "max_depth", "shards", "betas"} <= set(trailing)  # the pattern finds fields
+    trailing = {}
+    for cls in (TrainConfig, *SECTIONS.values()):
+        source = inspect.getsource(cls)
+        trailing.update(re.findall(r"^    (\w+): [^\n#]*?  # ([^\n]*)$", source, flags=re.MULTILINE))
+    assert {"lr", "max_depth", "shards", "betas", "out"} <= set(trailing)  # the pattern finds fields
     assert field_comments() == trailing
     assert field_comments()["max_depth"] == "metres; depth targets beyond are clipped in the loss"
+
+
+def test_every_setting_has_one_flag_and_one_place() -> None:
+    """Flags are flat, settings live in sections: no two settings may share a name."""
+    names = [f.name for _, f in section_fields()]
+    assert len(names) == len(set(names))
+    flags = {action.dest for action in build_parser()._actions} - {"help"}
+    assert flags == set(names)

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
-
 import pvit
 import pytest
 import torch
 
 from train.data import to_device
-from train.evaluate import evaluate_action
+from train.scorers import ScoreContext, score_action
 
 CPU = torch.device("cpu")
 
@@ -40,7 +38,7 @@ def test_top1_and_top5_count_videos_on_their_averaged_clips() -> None:
         groups=["a", "a", "b", "b", "c"],
         valid=[True, True, True, False, True],
     )
-    out = evaluate_action(PixelLogits(), [batch], CPU, contextlib.nullcontext)
+    out = score_action(PixelLogits(), [batch], ScoreContext(CPU))
     assert out == {"top1": 50.0, "top5": 100.0, "videos": 2, "clips": 3, "views_per_video": 1.5}
 
 
@@ -48,7 +46,7 @@ def test_top5_of_fewer_than_five_classes_is_every_video() -> None:
     batch = _batch(
         scores=[[255, 100, 0], [0, 255, 100]], labels=[2, 1], groups=["a", "b"], valid=[True, True]
     )
-    out = evaluate_action(PixelLogits(), [batch], CPU, contextlib.nullcontext)
+    out = score_action(PixelLogits(), [batch], ScoreContext(CPU))
     assert (out["top1"], out["top5"]) == (50.0, 100.0)
 
 

@@ -61,29 +61,35 @@ def test_every_row_of_every_table_is_a_valid_train_config(name: str, scale: str,
             # the row's switches come last, so they are what the config holds
             assert argv[-len(row.flags) :] == list(row.flags) or row.pretrain is not None
             modes = [argv[i + 1] for i, flag in enumerate(argv) if flag == "--mode"]
-            assert modes and config.mode == modes[-1], (row.name, argv)
+            assert modes and config.model.mode == modes[-1], (row.name, argv)
 
 
 def test_table_rows_switch_what_they_name(tmp_path: Path) -> None:
     def config(table: str, row_name: str, scale: str = "toy", stage: int = -1):
         plan = experiments.parse_args([table, "--shards", str(tmp_path), "--scale", scale])
         row = next(r for r in plan.table.rows if r.name == row_name)
-        return parse_config(experiments.stage_argvs(plan, row, 0, "stage1.pt")[stage][1])
+        return parse_config(experiments.stage_argvs(plan, row, 0, "stage1.pt")[stage][1]).flat()
 
     assert [r.name for r in TABLES["table1"]("toy").rows] == ["plain", "mt", "vpt", "pvit"]
-    assert config("table4a", "op").one_prompt and config("table4a", "np").mode == "np"
-    assert config("table4a", "pvit_vpt").freeze_backbone and config("table4a", "pvit_vpt").mode == "pvit"
-    assert set(config("table4c", "S1").tasks) == {"boxes", "segm", "depth"}
-    assert set(config("table4c", "S2").tasks) == {"pose3d", "normal", "segm"}
-    assert config("table4c", "depth").tasks == ("depth",)
-    assert config("ablations", "shuffled").shuffle_synthetic_labels
-    assert config("ablations", "prompts20").prompts_per_task == 20
-    assert config("ablations", "fraction0.25").synthetic_fraction == 0.25
-    assert config("ablations", "real_prompts", "paper").real_tasks == ("boxes",)
+    assert config("table4a", "op")["model.one_prompt"] and config("table4a", "np")["model.mode"] == "np"
+    pvit_vpt = config("table4a", "pvit_vpt")
+    assert pvit_vpt["model.freeze_backbone"] and pvit_vpt["model.mode"] == "pvit"
+    assert set(config("table4c", "S1")["model.tasks"]) == {"boxes", "segm", "depth"}
+    assert set(config("table4c", "S2")["model.tasks"]) == {"pose3d", "normal", "segm"}
+    assert config("table4c", "depth")["model.tasks"] == ("depth",)
+    assert config("ablations", "shuffled")["data.shuffle_synthetic_labels"]
+    assert config("ablations", "prompts20")["model.prompts_per_task"] == 20
+    assert config("ablations", "fraction0.25")["data.synthetic_fraction"] == 0.25
+    assert config("ablations", "real_prompts", "paper")["model.real_tasks"] == ("boxes",)
     stage1 = config("ablations", "pretrain_finetune", stage=0)
     stage2 = config("ablations", "pretrain_finetune", stage=1)
-    assert stage1.synthetic_only and stage1.mode == "mt"
-    assert stage2.mode == "plain" and stage2.init_from == "stage1.pt"
+    assert stage1["data.synthetic_only"] and stage1["model.mode"] == "mt"
+    assert stage2["model.mode"] == "plain" and stage2["model.init_from"] == "stage1.pt"
+    stage1 = config("ablations", "pvit_pretrain_finetune", stage=0)
+    stage2 = config("ablations", "pvit_pretrain_finetune", stage=1)
+    assert stage1["data.synthetic_only"] and stage1["model.mode"] == "pvit"
+    assert stage2["model.mode"] == "pvit" and stage2["model.init_from"] == "stage1.pt"
+    assert not stage2["data.synthetic_only"]  # stage 2 trains on both streams
     paper6 = [r.name for r in TABLES["table6"]("paper").rows]
     assert paper6 == ["none", "phav", "surreact", "kist-synadl", "hypersim", "ehoi", "all"]
     assert [r.name for r in TABLES["table6"]("toy").rows] == ["none", "procedural"]

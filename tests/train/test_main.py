@@ -30,7 +30,7 @@ def test_smoke_run_trains_evaluates_logs_and_saves(shards_dir: Path, tmp_path: P
 
 
 def _weights(out: Path, step: int) -> dict[str, torch.Tensor]:
-    return torch.load(out / "checkpoints" / f"step_{step:08d}.pt", weights_only=False)["model"]
+    return torch.load(out / "checkpoints" / f"step_{step:08d}.pt", weights_only=True)["model"]
 
 
 def test_killed_then_resumed_run_ends_with_the_same_weights(shards_dir: Path, tmp_path: Path) -> None:

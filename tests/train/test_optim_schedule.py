@@ -10,14 +10,14 @@ import pytest
 import torch
 
 from train import checkpoint
-from train.config import TrainConfig
-from train.main import WarmupCosine, make_optimizer
+from train.config import OptimConfig
+from train.optim import WarmupCosine, make_optimizer
 
 CPU = torch.device("cpu")
 
 
-def _config(**fields) -> TrainConfig:
-    return TrainConfig(real=("procedural",), **fields)
+def _config(**fields) -> OptimConfig:
+    return OptimConfig(**fields)
 
 
 def _tiny_model() -> pvit.PViT:
@@ -104,7 +104,7 @@ def test_a_restored_schedule_continues_exactly() -> None:
     buffer = io.BytesIO()
     torch.save({"optimizer": first_optimizer.state_dict(), "scheduler": first.state_dict()}, buffer)
     buffer.seek(0)
-    state = torch.load(buffer, weights_only=False)  # as train.checkpoint.load reads it
+    state = torch.load(buffer, weights_only=True)  # as train.checkpoint.load reads it: nothing but data
     optimizer = _optimizer()
     scheduler = WarmupCosine(optimizer, 10, 3, 0.0)  # a fresh process: lr back at the warmup start
     optimizer.load_state_dict(state["optimizer"])
@@ -113,11 +113,11 @@ def test_a_restored_schedule_continues_exactly() -> None:
     assert head + _lrs(scheduler, optimizer, 6) == straight  # bit-exact, not approximately
 
 
-def test_a_checkpoint_with_torchs_lambda_schedule_is_refused_in_one_line(tmp_path) -> None:
-    """Checkpoints of the trainer before timm's scheduler: LambdaLR state, differently ordered groups."""
+def test_a_checkpoint_of_another_format_is_refused_in_one_line(tmp_path) -> None:
+    """Checkpoints of the trainer before this format (format 1 held numpy RNG states, a LambdaLR schedule)."""
     optimizer = _optimizer()
     lambda_lr = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-    state = dict.fromkeys(checkpoint.REQUIRED, 0) | {"scheduler": lambda_lr.state_dict()}
+    state = dict.fromkeys(checkpoint.REQUIRED, 0) | {"scheduler": lambda_lr.state_dict(), "format": 1}
     torch.save(state, tmp_path / "old.pt")
-    with pytest.raises(checkpoint.CheckpointError, match="older version of this trainer; start afresh"):
+    with pytest.raises(checkpoint.CheckpointError, match="another version of this trainer; start afresh"):
         checkpoint.load(tmp_path / "old.pt")

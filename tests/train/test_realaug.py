@@ -16,7 +16,7 @@ from pvit.losses import action_loss
 from pipeline.schema import TASK_BIT, TASKS
 from tests.train.conftest import train_args
 from train.augment import Protocol
-from train.config import TrainConfig
+from train.config import AugmentConfig
 from train.data import Geometry, MixedBatches, StreamSpec, make_loader, merge, to_device
 from train.main import main
 from train.plan import StreamPlan
@@ -24,7 +24,6 @@ from train.realaug import (
     MVITV2_S,
     BatchAugment,
     action_rows,
-    batch_augment,
     batch_seed,
     rand_augment_clip,
     rand_augment_sample,
@@ -203,8 +202,9 @@ def test_soft_targets_give_cross_entropy_and_respect_the_mask() -> None:
 
 
 def test_off_by_default(shards_dir: Path) -> None:
-    cfg = TrainConfig(real=("procedural",))
-    assert not batch_augment(cfg, 10).enabled and cfg.rand_augment == ""
+    cfg = AugmentConfig()
+    augment = BatchAugment(10, cfg.mixup, cfg.cutmix, random_erasing=cfg.random_erasing)
+    assert not augment.enabled and cfg.rand_augment == ""
     assert Protocol(24, (32, 40), True, 4).rand_augment == ""
 
 
@@ -220,7 +220,7 @@ def test_off_by_default(shards_dir: Path) -> None:
 )
 def test_bad_values_are_one_line(field: str, value: object, match: str) -> None:
     with pytest.raises(ValueError, match=match) as info:
-        TrainConfig(real=("procedural",), **{field: value})  # type: ignore[arg-type]
+        AugmentConfig(**{field: value})  # type: ignore[arg-type]
     assert "\n" not in str(info.value)
 
 

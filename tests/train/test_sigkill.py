@@ -44,8 +44,8 @@ def test_sigkilled_training_resumes_to_the_uninterrupted_weights(shards_dir: Pat
 
     main(train_args(shards_dir, killed_out, *STEPS, "--resume", "latest"))
     main(train_args(shards_dir, tmp_path / "straight", *STEPS))
-    resumed = torch.load(killed_out / "checkpoints" / "step_00000010.pt", weights_only=False)["model"]
-    straight = torch.load(tmp_path / "straight" / "checkpoints" / "step_00000010.pt", weights_only=False)[
+    resumed = torch.load(killed_out / "checkpoints" / "step_00000010.pt", weights_only=True)["model"]
+    straight = torch.load(tmp_path / "straight" / "checkpoints" / "step_00000010.pt", weights_only=True)[
         "model"
     ]
     worst = max((straight[k].double() - resumed[k].double()).abs().max().item() for k in straight)

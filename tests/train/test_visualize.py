@@ -12,6 +12,11 @@ from PIL import Image
 from pipeline import show
 from tests.train.conftest import train_args
 from train import visualize
+from train.assemble import geometry_for, prepare
+from train.checkpoint import load_model
+from train.config import parse_config
+from train.distributed import setup
+from train.sources import open_source
 
 B, T, H, W, STRIDE, SLOTS = 3, 4, 32, 48, 4, 2
 
@@ -112,21 +117,21 @@ def test_visualize_command_on_a_checkpoint(checkpoint: Path, shards_dir: Path, t
     args = ["--checkpoint", str(checkpoint), "--shards", str(shards_dir), "--source", "procedural"]
     assert visualize.main([*args, "--count", "2", "--out", str(out)]) == out
     image = Image.open(out)
-    run = visualize.load_run(checkpoint, shards_dir, "cpu")
-    batch = visualize.eval_batch(run.sources["real"][0], run.geometry, 2)
-    sheet = visualize.prediction_sheet(run.model, batch, count=2)
+    model, cfg = load_model(checkpoint)  # the model alone: no source opened, no optimiser built
+    geometry = geometry_for(cfg, model.cfg.label_stride, model.cfg.num_box_slots)
+    batch = visualize.eval_batch(open_source(shards_dir, "procedural"), geometry, 2)
+    sheet = visualize.prediction_sheet(model, batch, count=2)
     assert image.size == sheet.image.size
     assert len(sheet.rows) == 2 and len([key for key in sheet.cells if key[0] == sheet.rows[0]]) == 6
 
 
-def test_figure_at_eval_is_the_trainer_hook(checkpoint: Path, shards_dir: Path, tmp_path: Path) -> None:
-    run = visualize.load_run(checkpoint, shards_dir, "cpu")
-    run.cfg.out = str(tmp_path)
-    path = visualize.figure_at_eval(run, None, 7, logger=object())
+def test_figure_at_eval_is_the_trainer_hook(shards_dir: Path, tmp_path: Path) -> None:
+    run = prepare(parse_config(train_args(shards_dir, tmp_path)), setup("cpu"))
+    path = visualize.figure_at_eval(run, 7, writer=None)
     assert path == tmp_path / "figures" / "predictions_step_00000007.png" and path.is_file()
 
 
-@pytest.mark.parametrize("damage", ["missing", "garbage", "no-sidecar"])
+@pytest.mark.parametrize("damage", ["missing", "garbage", "truncated"])
 def test_bad_checkpoint_is_one_line_exit_2(
     damage: str,
     checkpoint: Path,
@@ -139,8 +144,8 @@ def test_bad_checkpoint_is_one_line_exit_2(
     if damage == "garbage":
         path.write_bytes(b"not a checkpoint")
         path.with_suffix(".json").write_text(checkpoint.with_suffix(".json").read_text())
-    elif damage == "no-sidecar":
-        path.write_bytes(checkpoint.read_bytes())
+    elif damage == "truncated":
+        path.write_bytes(checkpoint.read_bytes()[:5000])
     argv = ["x", "--checkpoint", str(path), "--shards", str(shards_dir), "--source", "procedural"]
     monkeypatch.setattr("sys.argv", argv)
     with pytest.raises(SystemExit) as exit_info:
@@ -148,7 +153,17 @@ def test_bad_checkpoint_is_one_line_exit_2(
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("train.visualize: error: ") and err.count("\n") == 1
-    assert {"missing": "no such file", "garbage": "unreadable", "no-sidecar": "sidecar"}[damage] in err
+    assert {"missing": "no such file", "garbage": "not a readable", "truncated": "not a readable"}[
+        damage
+    ] in err
+
+
+def test_the_checkpoint_alone_is_enough(checkpoint: Path, shards_dir: Path, tmp_path: Path) -> None:
+    """The .pt holds the model's config: without its sidecar only the label-space names are missing."""
+    path = tmp_path / "step_00000002.pt"
+    path.write_bytes(checkpoint.read_bytes())
+    args = ["--checkpoint", str(path), "--shards", str(shards_dir), "--source", "procedural"]
+    assert visualize.main([*args, "--count", "1", "--out", str(tmp_path / "p.png")]).is_file()
 
 
 def test_unknown_source_is_one_line_exit_2(
