@@ -88,8 +88,11 @@ def verify(source_dir: Path | str) -> list[str]:
         for row in rows
         if row["shard"] not in listed
     ]
+    by_shard: dict[str, list[dict]] = {}
+    for row in rows:
+        by_shard.setdefault(row["shard"], []).append(row)
     for shard in build["shards"]:
-        mine = [row for row in rows if row["shard"] == shard["name"]]
+        mine = by_shard.get(shard["name"], [])
         problems.extend(_verify_shard(source_dir / shard["name"], shard, mine, build["config_hash"]))
     return problems
 
