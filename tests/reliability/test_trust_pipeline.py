@@ -5,15 +5,23 @@ are read by an unpickler that runs nothing they name."""
 from __future__ import annotations
 
 import json
+import os
+import pickle
 import shutil
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from pipeline.config import BuildConfig
 from pipeline.manifest import read_build, read_manifest, write_build, write_manifest
+from pipeline.safe_pickle import PickleRejected, load_numpy_pickle
+from pipeline.sources import SourceError, get_source
+from pipeline.sources.ava import read_proposals
+from tests.sources.real_fixtures import AVA_VIDEOS, make_ava
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -192,3 +200,111 @@ def test_info_of_an_intact_build_reports_no_problem(source_dir: Path) -> None:
     write_build(source_dir, read_build(source_dir))  # unchanged, re-written
     info = run_cli("info", source_dir)
     assert info.returncode == 0 and "problem" not in info.stdout, info.stdout
+
+
+# ----------------------------------------------------------------------------- AVA proposal pickles
+
+
+class RunsACommand:
+    """A pickle payload: unpickling it calls `os.system`, which would create the marker file."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple:
+        return os.system, (f"touch {self.marker}",)
+
+
+def proposals(score_column: bool = True) -> dict[str, np.ndarray]:
+    """Proposals as mmaction2 releases them: `"<video_id>,%04d"` -> float64 `[N, 5]` (or `[N, 4]`)."""
+    boxes = np.array([[0.3, 0.0, 0.7, 1.0, 0.95], [0.25, 0.0, 0.3, 0.5, 0.5]])
+    return {
+        f"{AVA_VIDEOS[1]},0902": boxes if score_column else boxes[:, :4],
+        f"{AVA_VIDEOS[1]},0903": boxes[:0],
+    }
+
+
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+@pytest.mark.parametrize("score_column", [True, False])
+def test_a_real_format_proposals_pickle_loads(tmp_path: Path, protocol: int, score_column: bool) -> None:
+    path = tmp_path / "ava_dense_proposals_val.FAIR.recall_93.9.pkl"
+    path.write_bytes(pickle.dumps(proposals(score_column), protocol=protocol))
+    loaded = load_numpy_pickle(path)
+    assert isinstance(loaded, dict) and loaded.keys() == proposals().keys()
+    for key, boxes in proposals(score_column).items():
+        assert loaded[key].dtype == np.float64 and np.array_equal(loaded[key], boxes)
+
+
+def test_a_pickle_written_by_numpy_1_loads(tmp_path: Path) -> None:
+    """numpy 1 names its helpers `numpy.core.*` (numpy 2: `numpy._core.*`); the released files predate 2."""
+    path = tmp_path / "p.pkl"
+    written = pickle.dumps(proposals(), protocol=2)  # GLOBAL opcodes: the module path is plain text
+    assert b"numpy._core.multiarray" in written
+    path.write_bytes(written.replace(b"numpy._core.multiarray", b"numpy.core.multiarray"))
+    loaded = load_numpy_pickle(path)
+    assert all(np.array_equal(loaded[key], boxes) for key, boxes in proposals().items())
+
+
+def test_numpy_scalars_and_float32_arrays_load(tmp_path: Path) -> None:
+    path = tmp_path / "p.pkl"
+    value = {"v,0902": np.zeros((1, 5), np.float32), "score": np.float64(0.5), "n": np.int64(3)}
+    path.write_bytes(pickle.dumps(value, protocol=2))
+    loaded = load_numpy_pickle(path)
+    assert loaded["score"] == 0.5 and loaded["n"] == 3 and loaded["v,0902"].dtype == np.float32
+
+
+@pytest.mark.parametrize("protocol", [0, 2, 4])
+def test_a_pickle_payload_is_refused_and_nothing_runs(tmp_path: Path, protocol: int) -> None:
+    marker = tmp_path / "ran"
+    path = tmp_path / "evil.pkl"
+    path.write_bytes(pickle.dumps({"v,0902": RunsACommand(marker)}, protocol=protocol))
+    with pytest.raises(PickleRejected) as refused:
+        load_numpy_pickle(path)
+    assert str(refused.value).count("\n") == 0 and str(path) in str(refused.value)
+    assert f"{os.system.__module__}.system" in str(refused.value)
+    assert not marker.exists()
+
+
+def test_an_ava_build_with_a_payload_in_its_proposals_is_refused_in_one_line(tmp_path: Path) -> None:
+    root = tmp_path / "ava"
+    make_ava(root, frames_per_video=100)
+    marker = tmp_path / "ran"
+    evil = root / "annotations" / "evil.pkl"
+    evil.write_bytes(pickle.dumps({f"{AVA_VIDEOS[1]},0902": RunsACommand(marker)}, protocol=4))
+    result = run_cli(
+        "build", "--source", "ava", "--root", root, "--out", tmp_path / "shards", "--frames", "4",
+        "--size", "32", "--sampling-rate", "2", "--workers", "0", "--quiet", "--option", "proposals=evil.pkl",
+    )  # fmt: skip
+    line = one_line_exit_2(result)
+    assert str(evil) in line and "refused" in line
+    assert not marker.exists()
+    assert not list((tmp_path / "shards").rglob("*.tar"))  # refused while listing, before any sample
+
+
+def test_an_ava_build_reads_a_proposals_pickle(tmp_path: Path) -> None:
+    root = tmp_path / "ava"
+    make_ava(root, frames_per_video=100)
+    (root / "annotations" / "p.pkl").write_bytes(pickle.dumps(proposals(), protocol=2))
+    config = BuildConfig(
+        frames=4, size=32, label_stride=4, sampling_rate=2, options=(("proposals", "p.pkl"),)
+    )
+    adapter = get_source("ava")(root, config)
+    item = next(iter(adapter.items("val")))
+    kept = adapter.load(item).extra["ava_proposals"]
+    assert len(kept) == 1 and kept[0][4] == pytest.approx(0.95)  # the 0.5 box is under the 0.9 threshold
+
+
+@pytest.mark.parametrize(
+    "content, says",
+    [
+        (b"not a pickle at all", "not a readable pickle"),
+        (pickle.dumps(["a", "list"]), "not a dict"),
+        (pickle.dumps({"no-second": np.zeros((1, 5))}), "'no-second'"),
+    ],
+)
+def test_a_malformed_proposals_pickle_is_a_source_error(tmp_path: Path, content: bytes, says: str) -> None:
+    path = tmp_path / "p.pkl"
+    path.write_bytes(content)
+    with pytest.raises(SourceError, match=says) as error:
+        read_proposals(path, 0.9)
+    assert str(path) in str(error.value) and "\n" not in str(error.value)
