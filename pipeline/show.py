@@ -217,19 +217,19 @@ def _side(joint: str) -> tuple[int, int, int]:
 
 
 def known_camera(source: str, hw: tuple[int, int]) -> tuple[float, float, float, float] | None:
-    """(fx, fy, cx, cy) in stored-frame pixels for sources whose camera is fixed by construction."""
-    h, w = hw
-    if source == "procedural":
-        from pipeline.sources.procedural import FOCAL  # focal length in units of the image width
+    """(fx, fy, cx, cy) in stored-frame pixels for a source whose camera is fixed by construction.
 
-        return FOCAL * w, FOCAL * w, w / 2, h / 2
-    if source == "surreact":
-        from pipeline.sources.surreact import FOCAL_PX, NATIVE_HEIGHT
+    The adapter registered as `source` says so with a `fixed_camera(hw)` classmethod (procedural,
+    surreact); any other source, or a name no adapter has, has none.
+    """
+    from pipeline.sources import SourceError, get_source
 
-        # Both crop modes keep the centre and scale the short side (240 px natively) to min(h, w).
-        focal = FOCAL_PX * min(h, w) / NATIVE_HEIGHT
-        return focal, focal, w / 2, h / 2
-    return None
+    try:
+        adapter = get_source(source)
+    except SourceError:
+        return None
+    fixed_camera = getattr(adapter, "fixed_camera", None)
+    return fixed_camera(hw) if fixed_camera is not None else None
 
 
 def camera_of(meta: dict, hw: tuple[int, int]) -> tuple[float, float, float, float] | None:
