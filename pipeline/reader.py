@@ -93,7 +93,10 @@ def verify(source_dir: Path | str) -> list[str]:
         by_shard.setdefault(row["shard"], []).append(row)
     for shard in build["shards"]:
         mine = by_shard.get(shard["name"], [])
-        problems.extend(_verify_shard(source_dir / shard["name"], shard, mine, build["config_hash"]))
+        try:
+            problems.extend(_verify_shard(source_dir / shard["name"], shard, mine, build["config_hash"]))
+        except OSError as error:  # a shard we may not read (permissions, I/O error) is a finding too
+            problems.append(f"{shard['name']}: cannot be read ({error.strerror or first_line(error)})")
     return problems
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from pipeline import reader
 from pipeline.cli import main
 from pipeline.manifest import read_build, read_manifest, write_build, write_manifest
 from pipeline.shards import SpanError, encode_json, file_sha256, read_sample_span, read_shard, write_shard
@@ -174,3 +175,12 @@ def test_span_reader_checks_the_key_and_the_tar_bounds(build_copy: Path) -> None
             read_sample_span(handle, row["offset"], 10**12, key=row["key"])
         with pytest.raises(SpanError, match="not a byte span"):
             read_sample_span(handle, -512, row["size"], key=row["key"])
+
+
+def test_a_shard_that_cannot_be_read_is_one_line(build_copy: Path, capsys, monkeypatch) -> None:
+    def denied(path: Path) -> str:
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(reader, "file_sha256", denied)  # as a shard of another user's mode 600 would
+    lines = verify_lines(build_copy, capsys)
+    assert lines and all(line.endswith(": cannot be read (Permission denied)") for line in lines)
