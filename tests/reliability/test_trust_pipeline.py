@@ -301,6 +301,7 @@ def test_an_ava_build_reads_a_proposals_pickle(tmp_path: Path) -> None:
         (pickle.dumps(["a", "list"]), "not a dict"),
         (pickle.dumps({"no-second": np.zeros((1, 5))}), "'no-second'"),
     ],
+    ids=["not a pickle", "a list", "a key without its second"],
 )
 def test_a_malformed_proposals_pickle_is_a_source_error(tmp_path: Path, content: bytes, says: str) -> None:
     path = tmp_path / "p.pkl"
