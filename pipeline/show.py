@@ -285,7 +285,10 @@ def read_samples(
     if count < 1:
         raise ShowError(f"--count must be at least 1, got {count}")
     rows = chosen_rows(source_dir, read_manifest(source_dir).to_pylist(), key, split, count)
-    return [read_sample_at(source_dir / row["shard"], row["offset"], row["size"], row["key"]) for row in rows]
+    # str(): a damaged manifest's null shard reads as a missing file "None", one line like any other
+    return [
+        read_sample_at(source_dir / str(row["shard"]), row["offset"], row["size"], row["key"]) for row in rows
+    ]
 
 
 def chosen_rows(

@@ -128,6 +128,7 @@ DAMAGES: dict[str, tuple[Callable[[Path], None], str]] = {
     "symlink member": (lambda d: rewrite_header(d, make_symlink, fix_checksum=True), "not a plain file"),
     "size 1e12": (set_first("size", lambda row: 10**12), "ends after the tar"),
     "swapped offsets": (swap_first_two, "the tar holds procedural-train-000001"),
+    "null shard in an ok row": (set_first("shard", lambda row: None), "missing"),
 }
 
 
