@@ -253,6 +253,9 @@ def cmd_sources(args: argparse.Namespace) -> int:
 
 def cmd_info(args: argparse.Namespace) -> int:
     build = read_build(args.dir)
+    malformed = _info_fields_problem(build)
+    if malformed:
+        raise UsageError(f"{Path(args.dir) / 'build.json'}: {malformed}; rebuild the source")
     counts = build["counts"]
     print(
         f"{build['source']} at {args.dir}: {counts['samples']} samples, {len(build['shards'])} shards, "
@@ -266,7 +269,44 @@ def cmd_info(args: argparse.Namespace) -> int:
         print(f"  {split}: {split_counts['samples']} samples ({tasks}); {quarantined} quarantined")
     if counts["quarantined"]:
         print(f"quarantined: {counts['quarantined']} (reasons in {Path(args.dir) / QUARANTINE})")
-    return 0
+    problems = _shard_file_problems(Path(args.dir), build["shards"])
+    for problem in problems:
+        print(f"problem: {problem}")
+    if problems:
+        print(
+            f"{len(problems)} shard(s) damaged; run `{PROG} verify {args.dir}` for a full check",
+            file=sys.stderr,
+        )
+    return 1 if problems else 0
+
+
+def _info_fields_problem(build: dict) -> str | None:
+    """What `info` needs from build.json beyond what every reader checks (`read_build`), or None."""
+    for shard in build["shards"]:
+        if not isinstance(shard["bytes"], int):
+            return f"'bytes' of shard {shard['name']!r} is not a whole number"
+    splits = build["counts"]["splits"]
+    if not isinstance(splits, dict):
+        return "'counts' 'splits' is not an object"
+    for split, split_counts in splits.items():
+        if not isinstance(split_counts, dict) or not isinstance(split_counts.get("tasks"), dict):
+            return f"the counts of split {split!r} lack their 'tasks'"
+        if any(name not in split_counts for name in ("samples", "quarantined")):
+            return f"the counts of split {split!r} lack 'samples' or 'quarantined'"
+    return None
+
+
+def _shard_file_problems(source_dir: Path, shards: list[dict]) -> list[str]:
+    """Shards missing, or not the size build.json records: what a stat shows, without reading a byte."""
+    problems = []
+    for shard in shards:
+        path = source_dir / shard["name"]
+        if not path.is_file():
+            problems.append(f"{shard['name']} missing")
+        elif path.stat().st_size != shard["bytes"]:
+            size = path.stat().st_size
+            problems.append(f"{shard['name']} is {size} bytes, build.json says {shard['bytes']} (changed)")
+    return problems
 
 
 def cmd_verify(args: argparse.Namespace) -> int:

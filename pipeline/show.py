@@ -27,9 +27,7 @@ smoothed, so every pixel shows a stored value. The drawing primitives here are r
 from __future__ import annotations
 
 import colorsys
-import io
 import math
-import tarfile
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -37,10 +35,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from pipeline.manifest import BuildDirError, read_build, read_manifest
+from pipeline.fileio import atomic_write, first_line
+from pipeline.manifest import read_manifest
 from pipeline.reader import decode_sample
-from pipeline.schema import KINECT_BONES, KINECT_JOINTS, SEGM_IGNORE, tasks_of
-from pipeline.shards import member_bytes
+from pipeline.schema import KINECT_BONES, KINECT_JOINTS, SEGM_IGNORE, SampleError, tasks_of
+from pipeline.shards import SpanError, read_sample_span
 
 GREY = (128, 128, 128)  # NaN depth / normal, ignored segmentation
 BACKGROUND = (24, 24, 24)
@@ -55,7 +54,8 @@ BONE_INDEX = tuple((_JOINT[a], _JOINT[b]) for a, b in KINECT_BONES)
 
 
 class ShowError(ValueError):
-    """A user mistake (unknown key, empty split, bad count): one line."""
+    """What stops a sheet, in one line: a user mistake (unknown or quarantined key, empty split, bad count,
+    an --out that cannot be written) or a damaged build (a sample that cannot be read)."""
 
 
 # ----------------------------------------------------------------------------- colours
@@ -217,19 +217,19 @@ def _side(joint: str) -> tuple[int, int, int]:
 
 
 def known_camera(source: str, hw: tuple[int, int]) -> tuple[float, float, float, float] | None:
-    """(fx, fy, cx, cy) in stored-frame pixels for sources whose camera is fixed by construction."""
-    h, w = hw
-    if source == "procedural":
-        from pipeline.sources.procedural import FOCAL  # focal length in units of the image width
+    """(fx, fy, cx, cy) in stored-frame pixels for a source whose camera is fixed by construction.
 
-        return FOCAL * w, FOCAL * w, w / 2, h / 2
-    if source == "surreact":
-        from pipeline.sources.surreact import FOCAL_PX, NATIVE_HEIGHT
+    The adapter registered as `source` says so with a `fixed_camera(hw)` classmethod (procedural,
+    surreact); any other source, or a name no adapter has, has none.
+    """
+    from pipeline.sources import SourceError, get_source
 
-        # Both crop modes keep the centre and scale the short side (240 px natively) to min(h, w).
-        focal = FOCAL_PX * min(h, w) / NATIVE_HEIGHT
-        return focal, focal, w / 2, h / 2
-    return None
+    try:
+        adapter = get_source(source)
+    except SourceError:
+        return None
+    fixed_camera = getattr(adapter, "fixed_camera", None)
+    return fixed_camera(hw) if fixed_camera is not None else None
 
 
 def camera_of(meta: dict, hw: tuple[int, int]) -> tuple[float, float, float, float] | None:
@@ -282,37 +282,49 @@ def read_samples(
 ) -> list[dict]:
     """Decoded samples of a finished build: the one with `key`, else `count` spread evenly over `split`."""
     source_dir = Path(source_dir)
-    read_build(source_dir)
-    table = read_manifest(source_dir).to_pylist()
-    rows = [row for row in table if row["status"] == "ok" and split in (None, row["split"])]
+    if count < 1:
+        raise ShowError(f"--count must be at least 1, got {count}")
+    rows = chosen_rows(source_dir, read_manifest(source_dir).to_pylist(), key, split, count)
+    # str(): a damaged manifest's null shard reads as a missing file "None", one line like any other
+    return [
+        read_sample_at(source_dir / str(row["shard"]), row["offset"], row["size"], row["key"]) for row in rows
+    ]
+
+
+def chosen_rows(
+    source_dir: Path, table: list[dict], key: str | None, split: str | None, count: int
+) -> list[dict]:
+    """The manifest rows to draw; `ShowError` (one line) for a key that is not there or was quarantined."""
+    rows = [row for row in table if split in (None, row["split"])]
     if key is not None:
         rows = [row for row in rows if row["key"] == key]
         if not rows:
-            raise ShowError(f"{source_dir}: no sample with key {key!r} (keys look like {table[0]['key']!r})")
-    elif not rows:
+            like = f" (keys look like {table[0]['key']!r})" if table else " (the manifest is empty)"
+            raise ShowError(f"{source_dir}: no sample with key {key!r}{like}")
+        if rows[0]["status"] != "ok":
+            raise ShowError(f"{key} was quarantined at build time: {rows[0]['reason']}; nothing to draw")
+    rows = [row for row in rows if row["status"] == "ok"]
+    if not rows:
         have = ", ".join(sorted({row["split"] for row in table})) or "none"
         raise ShowError(f"{source_dir}: no samples in split {split!r} (splits: {have})")
-    if count < 1:
-        raise ShowError(f"--count must be at least 1, got {count}")
     picks = np.unique(np.linspace(0, len(rows) - 1, min(count, len(rows))).round().astype(int))
-    return [read_sample_at(source_dir / rows[i]["shard"], rows[i]["offset"], rows[i]["size"]) for i in picks]
+    return [rows[i] for i in picks]
 
 
-def read_sample_at(shard: Path, offset: int, size: int) -> dict:
-    """The one sample stored at byte `offset` of `shard` (manifest offset/size), decoded."""
-    with open(shard, "rb") as handle:
-        handle.seek(offset)
-        data = handle.read(size)
-    members, key = {}, None
-    # The span ends with the last member's data; zero blocks after it end the archive cleanly.
-    with tarfile.open(fileobj=io.BytesIO(data + bytes(2048)), mode="r:") as tar:
-        for member in tar:
-            if member.isfile():
-                key, _, name = member.name.partition(".")
-                members[name] = member_bytes(tar, member)
-    if key is None:
-        raise BuildDirError(f"{shard}: no sample at byte {offset}")
-    return decode_sample(key, members)
+def read_sample_at(shard: Path, offset: int, size: int, key: str) -> dict:
+    """The sample `key` stored at byte `offset` of `shard` (its manifest row), decoded.
+
+    A span that is not that sample (a missing or truncated tar, a damaged header, a stale offset or size)
+    is a `ShowError` naming the shard and the key: `show` is often the first look at a damaged build.
+    """
+    advice = f"run `pvit-pipeline verify {shard.parent}`"
+    if not shard.is_file():
+        raise ShowError(f"{shard}: missing, so sample {key} cannot be drawn; {advice}")
+    try:
+        with open(shard, "rb") as handle:
+            return decode_sample(key, read_sample_span(handle, offset, size, key=key))
+    except (SpanError, SampleError, OSError) as error:
+        raise ShowError(f"{shard}: sample {key} cannot be read ({first_line(error)}); {advice}") from None
 
 
 # ----------------------------------------------------------------------------- composing a sheet
@@ -625,9 +637,24 @@ def show(
     cell: int = 128,
 ) -> Path:
     """Write the contact sheet(s) of the chosen samples, one under the other, to a PNG; returns its path."""
+    path = Path(out) if out is not None else default_out(Path(source_dir), key, split)
+    check_out(path)  # before any reading: a path that cannot be written is known at once
     samples = read_samples(source_dir, key, split, count)
     image = stack_vertically([sample_sheet(sample, cell).image for sample in samples])
-    path = Path(out) if out is not None else default_out(Path(source_dir), key, split)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    image.save(path, optimize=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, lambda tmp: image.save(tmp, format="PNG", optimize=True))
+    except OSError as error:
+        raise ShowError(f"--out: cannot write {path} ({error.strerror or first_line(error)})") from None
     return path
+
+
+def check_out(path: Path) -> None:
+    """`ShowError` (one line) when the PNG cannot go to `path`: a directory there, or a file above it."""
+    if path.is_dir():
+        raise ShowError(f"--out: {path} is a directory; give the PNG's file name")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ShowError(f"--out: {parent} is a file, not a directory")
+            return

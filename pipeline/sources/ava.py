@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import csv
 import logging
-import pickle
 from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,6 +37,7 @@ import numpy as np
 from PIL import Image
 
 from pipeline.geometry import crop_boxes, frame_geometry
+from pipeline.safe_pickle import PickleRejected, load_numpy_pickle
 from pipeline.schema import NUM_AVA_CLASSES
 from pipeline.sources._real_common import choice_option, find_dir, find_file, need_root
 from pipeline.sources.base import (
@@ -122,22 +122,48 @@ def group_rows(path: Path) -> dict[tuple[str, int], dict]:
 
 
 def read_proposals(path: Path, threshold: float) -> dict[tuple[str, int], list[list[float]]]:
-    """Person proposals: SlowFast CSV (`vid,sec,x1,y1,x2,y2,[action],score`) or mmaction2 pickle."""
-    out: dict[tuple[str, int], list[list[float]]] = defaultdict(list)
+    """Person proposals: SlowFast CSV (`vid,sec,x1,y1,x2,y2,[action],score`) or mmaction2 pickle.
+
+    A malformed file is a `SourceError` naming it (the build refuses it before any work).
+    """
     if path.suffix == ".pkl":
-        with path.open("rb") as handle:
-            data = pickle.load(handle)  # the distributed files are pickles of numpy arrays
-        for key, boxes in data.items():
-            video, sec = key.rsplit(",", 1)
-            for box in np.asarray(boxes, dtype=np.float64).reshape(-1, np.shape(boxes)[-1]):
-                score = float(box[4]) if len(box) > 4 else 1.0
-                if score >= threshold:
-                    out[(video, int(sec))].append([*map(float, box[:4]), score])
-        return out
+        return _pickled_proposals(path, threshold)
+    out: dict[tuple[str, int], list[list[float]]] = defaultdict(list)
     with path.open(newline="") as handle:
-        for row in csv.reader(handle):
-            if len(row) >= 8 and float(row[7]) >= threshold:
-                out[(row[0], int(row[1]))].append([*map(float, row[2:6]), float(row[7])])
+        for line_no, row in enumerate(csv.reader(handle), 1):
+            try:
+                if len(row) >= 8 and float(row[7]) >= threshold:
+                    out[(row[0], int(row[1]))].append([*map(float, row[2:6]), float(row[7])])
+            except ValueError:
+                raise SourceError(f"{path}:{line_no}: unparsable proposal row {row[:8]}") from None
+    return out
+
+
+def _pickled_proposals(path: Path, threshold: float) -> dict[tuple[str, int], list[list[float]]]:
+    """mmaction2's `{"<video_id>,<sec>": float [N, 4|5]}`, read by an unpickler that runs nothing it names
+    (the released files are pickles: `pipeline.safe_pickle`)."""
+    try:
+        data = load_numpy_pickle(path)
+    except PickleRejected as error:
+        raise SourceError(f"ava proposals: {error}") from None
+    if not isinstance(data, dict):
+        raise SourceError(f"ava proposals: {path}: not a dict of '<video_id>,<sec>' -> boxes")
+    out: dict[tuple[str, int], list[list[float]]] = defaultdict(list)
+    for key, boxes in data.items():
+        try:
+            video, sec = key.rsplit(",", 1)
+            rows = np.asarray(boxes, dtype=np.float64).reshape(-1, np.shape(boxes)[-1])
+            if rows.shape[1] not in (4, 5):
+                raise ValueError(f"{rows.shape[1]} columns")
+            out_key = (video, int(sec))
+        except (AttributeError, ValueError, TypeError, IndexError):
+            raise SourceError(
+                f"ava proposals: {path}: entry {key!r} is not '<video_id>,<sec>' -> boxes [N, 4 or 5]"
+            ) from None
+        for box in rows:
+            score = float(box[4]) if len(box) > 4 else 1.0
+            if score >= threshold:
+                out[out_key].append([*map(float, box[:4]), score])
     return out
 
 

@@ -529,6 +529,13 @@ class ProceduralSource(Source):
     needs_root = False
     options = (Option("aspect", "float", 4 / 3, "width / height of the rendered frames", minimum=0.25),)
 
+    @classmethod
+    def fixed_camera(cls, hw: tuple[int, int]) -> tuple[float, float, float, float]:
+        """(fx, fy, cx, cy) in pixels of a stored `hw` frame: every scene is rendered through one pinhole,
+        `FOCAL` image widths long, centred (`pipeline.show` draws poses with it)."""
+        h, w = hw
+        return FOCAL * w, FOCAL * w, w / 2, h / 2
+
     def split_size(self, split: str) -> int:
         train = self.config.num_samples if self.config.num_samples is not None else DEFAULT_TRAIN_SAMPLES
         return train if split == "train" else max(train // 4, len(ACTIONS))

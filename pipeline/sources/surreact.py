@@ -169,6 +169,14 @@ class SurreactSource(Source):
         FRAME_STRIDE,
     )
 
+    @classmethod
+    def fixed_camera(cls, hw: tuple[int, int]) -> tuple[float, float, float, float]:
+        """(fx, fy, cx, cy) in pixels of a stored `hw` frame: SURREACT renders every clip with one camera;
+        both crop modes keep the centre and scale the short side (240 px natively) to `min(hw)`."""
+        h, w = hw
+        focal = FOCAL_PX * min(h, w) / NATIVE_HEIGHT
+        return focal, focal, w / 2, h / 2
+
     def items(self, split: str) -> Iterator[Item]:
         folder = self.root_dir / split
         if not folder.is_dir():

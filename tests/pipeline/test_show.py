@@ -164,6 +164,29 @@ def test_procedural_camera_is_known() -> None:
     assert fx == fy > 0 and (cx, cy) == (32, 32)
 
 
+def test_surreact_camera_scales_with_the_stored_short_side() -> None:
+    assert show.camera_of({"source": "surreact"}, (240, 320)) == (600.0, 600.0, 160.0, 120.0)
+    assert show.known_camera("surreact", (120, 160)) == (300.0, 300.0, 80.0, 60.0)
+
+
+def test_a_source_declares_its_own_fixed_camera(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`show` asks the adapter (no per-source branch): a new source with a fixed camera needs no edit here."""
+    from pipeline import sources
+    from pipeline.sources.procedural import ProceduralSource
+
+    class FixedLens(ProceduralSource):
+        name = "fixed-lens"
+
+        @classmethod
+        def fixed_camera(cls, hw: tuple[int, int]) -> tuple[float, float, float, float]:
+            return 10.0 * hw[1], 10.0 * hw[1], 1.0, 2.0
+
+    monkeypatch.setitem(sources._ADAPTERS, "fixed-lens", FixedLens)
+    assert show.camera_of({"source": "fixed-lens"}, (8, 6)) == (60.0, 60.0, 1.0, 2.0)
+    assert show.known_camera("no-such-source", (8, 6)) is None
+    assert show.known_camera("ssv2", (8, 6)) is None  # a real video: its camera is unknown
+
+
 def test_pnr_frame_is_among_the_shown_frames() -> None:
     sample = {
         "video": np.zeros((16, 8, 8, 3), np.uint8),
