@@ -23,9 +23,10 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from torchvision.io import ImageReadMode, decode_jpeg
 
+from pipeline.fileio import first_line
 from pipeline.reader import decode_sample
 from pipeline.schema import REAL_TASKS, SYNTHETIC_TASKS, TASK_BIT
-from pipeline.shards import decode_video, span_members
+from pipeline.shards import decode_video, read_sample_span
 from train.augment import Protocol, eval_view, full_frame_view, train_view
 from train.plan import StreamPlan, _rng
 from train.realaug import rand_augment_sample
@@ -41,31 +42,26 @@ def role_mask(role: str, extra: tuple[str, ...] = ()) -> int:
     return sum(1 << TASK_BIT[t] for t in {*ROLE_TASKS[role], *extra})
 
 
-def read_span(path: str, offset: int, size: int, files: dict | None = None) -> dict[str, memoryview]:
-    """The members of the one sample stored at `offset` in the tar `path` (`{"meta.json": b"..."}`).
+def read_span(
+    source: SourceData, table: SplitTable, row: int, files: dict | None = None
+) -> dict[str, memoryview]:
+    """The members of the sample of `table`'s row `row` (`{"meta.json": b"..."}`), read at its manifest span.
 
-    A span that is short, has a broken tar header or a member that cannot be what its name says is a
-    `ShardMismatch` naming the shard, the sample and the byte offset, so training stops with one line.
+    The span must lie inside its tar and the tar's member names there must carry the row's key (the manifest
+    said which sample is at that offset); a span that is short, out of bounds, of another sample, with a
+    broken tar header or a member that cannot be what its name says is a `ShardMismatch` naming the shard,
+    the sample and the byte offset, so training stops with one line.
     """
+    shard, offset, key = int(table.shard[row]), int(table.offset[row]), str(table.key[row])
+    path = source.shards[shard]
     handle = files.get(path) if files is not None else None
     if handle is None:
         handle = open(path, "rb")  # noqa: SIM115 - kept open across samples in `files`
         if files is not None:
             files[path] = handle
-    handle.seek(offset)
-    # Read into a writable buffer, so the decoded clip can be a view of it (no second copy). Uninitialised,
-    # as readinto fills it: a bytearray zeroes its megabytes first (~0.3 ms a clip). (A copy-on-write mmap
-    # of the shard measured 2x slower here: every first touch of a page faults.)
-    data = np.empty(size, dtype=np.uint8).data
-    got = handle.readinto(data)
-    if files is None:
-        handle.close()
-    # The key, from the first tar header's name field (`<key>.<member>`), so an error names the sample.
-    key = bytes(data[:100]).split(b"\0", 1)[0].decode("utf-8", "replace").partition(".")[0] or "?"
     try:
-        if got != size:
-            raise ValueError(f"the span ends after {got} of {size} bytes (truncated tar)")
-        members = span_members(data)
+        tar_bytes = int(source.build_shards[shard]["bytes"]) if source.build_shards else None
+        members = read_sample_span(handle, offset, int(table.size[row]), key, tar_bytes)
         for name, value in members.items():  # cheap header checks; payload bytes are sha256's job
             if name.endswith(".npy") and value[:6] != b"\x93NUMPY":
                 raise ValueError(f"{name} is not an .npy payload")
@@ -73,11 +69,28 @@ def read_span(path: str, offset: int, size: int, files: dict | None = None) -> d
                 json.loads(bytes(value))
         return members
     except Exception as error:  # noqa: BLE001 - any parse failure of the span is the same finding
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ShardMismatch(
-            f"{path}: sample {key} at byte {offset} cannot be read ({first}); "
+            f"{path}: sample {key} at byte {offset} cannot be read ({first_line(error)}); "
             f"run `pvit-pipeline verify` on its source and rebuild it"
         ) from None
+    finally:
+        if files is None:
+            handle.close()
+
+
+def load_sample(source: SourceData, table: SplitTable, row: int, files: dict | None = None) -> dict:
+    """The decoded sample of `table`'s row `row`; its meta.json must carry the manifest's label and mask (the
+    plan and the head size come from the manifest, the targets from meta.json: they may not disagree)."""
+    sample = with_proposals(decode_sample(str(table.key[row]), read_span(source, table, row, files),
+                                          decode_video_fast))  # fmt: skip
+    meta = sample["meta"]
+    label = -1 if meta.get("label") is None else meta["label"]
+    if label != table.label[row] or meta.get("mask") != table.mask[row]:
+        raise ShardMismatch(
+            f"source {source.name}: sample {table.key[row]} holds label {label}, mask {meta.get('mask')} but "
+            f"the manifest says {table.label[row]}, {table.mask[row]}; run `pvit-pipeline verify` and rebuild"
+        )
+    return sample
 
 
 def decode_video_fast(members: Mapping) -> np.ndarray:
@@ -241,9 +254,7 @@ class MixedBatches(IterableDataset):
 
     def load(self, stream: StreamSpec, source: int, row: int) -> dict:
         table, data = stream.tables[source], stream.sources[source]
-        members = read_span(data.shards[int(table.shard[row])], int(table.offset[row]), int(table.size[row]),
-                            self.files)  # fmt: skip
-        return with_proposals(decode_sample(f"{data.name}:{row}", members, decode_video_fast))
+        return load_sample(data, table, row, self.files)
 
 
 class EvalBatches(IterableDataset):
@@ -294,10 +305,7 @@ class EvalBatches(IterableDataset):
         span = slice(index * self.batch_size, (index + 1) * self.batch_size)
         items, groups, metas = [], [], []
         for row in self.rows[span]:
-            table = self.table
-            members = read_span(self.source.shards[int(table.shard[row])], int(table.offset[row]),
-                                int(table.size[row]), self.files)  # fmt: skip
-            sample = with_proposals(decode_sample(str(row), members, decode_video_fast))
+            sample = load_sample(self.source, self.table, int(row), self.files)
             meta = sample["meta"]
             groups.append(str(meta.get("view_group", meta.get("id", row))))
             metas.append(meta)

@@ -15,7 +15,7 @@ import numpy as np
 from pipeline.config import BuildConfig, BuildInfo
 from pipeline.manifest import BUILD_JSON, BuildDirError, read_build, read_manifest
 from pipeline.schema import TASK_BIT
-from pipeline.shards import file_sha256
+from pipeline.shards import file_sha256, span_problem
 from train.plan import view_matrix
 
 
@@ -34,6 +34,7 @@ class SplitTable:
     label: np.ndarray  # int64 action label, -1 where absent
     group: np.ndarray  # object: the view group (video) of each sample
     view: np.ndarray  # int64: its temporal view within the group
+    key: np.ndarray  # object: the sample's key, which the tar member names at `offset` must carry
 
     def __len__(self) -> int:
         return len(self.shard)
@@ -92,6 +93,7 @@ def open_source(shards_dir: str | Path, name: str) -> SourceData:
             ),
             group=np.array([table["view_group"][i] for i in rows], dtype=object),
             view=np.array([table["view"][i] for i in rows], dtype=np.int64),
+            key=np.array([table["key"][i] for i in rows], dtype=object),
         )
     return SourceData(
         name=name,
@@ -131,6 +133,7 @@ def _check_shards(name: str, build: BuildInfo, table: dict, shards: list[str]) -
         raise ShardMismatch(
             f"source {name}: manifest names shard(s) not in build.json: {', '.join(unlisted)}"
         )
+    _check_spans(name, build, table)
     missing = [path for path in shards if not Path(path).is_file()]
     if missing:
         raise ShardMismatch(f"source {name}: shard file(s) missing: {', '.join(missing[:3])}")
@@ -140,6 +143,31 @@ def _check_shards(name: str, build: BuildInfo, table: dict, shards: list[str]) -
             raise ShardMismatch(
                 f"source {name}: {path} is {size} bytes but build.json says {shard['bytes']} "
                 f"(truncated, or a tar from another build); rebuild the source"
+            )
+
+
+def _check_spans(name: str, build: BuildInfo, table: dict) -> None:
+    """Every ok row's span lies inside its tar and no two rows share one (nothing read twice, or never).
+
+    Cheap (no tar is read): a manifest edited or torn after the build fails here in one line, before a
+    worker reads a 1e12-byte span or trains one sample twice; the key at each offset is checked on read.
+    """
+    tar_bytes = {shard["name"]: int(shard["bytes"]) for shard in build.shards}
+    seen: dict[tuple[str, int], str] = {}
+    for key, shard, offset, size, status in zip(table["key"], table["shard"], table["offset"], table["size"],
+                                                 table["status"], strict=True):  # fmt: skip
+        if status != "ok":
+            continue
+        problem = span_problem(offset, size, tar_bytes.get(shard, 0))
+        if problem:
+            raise ShardMismatch(
+                f"source {name}: manifest row {key} in {shard}: {problem}; rebuild the source"
+            )
+        other = seen.setdefault((shard, offset), key)
+        if other != key:
+            raise ShardMismatch(
+                f"source {name}: manifest rows {other} and {key} both point at byte {offset} of {shard}; "
+                "rebuild the source"
             )
 
 

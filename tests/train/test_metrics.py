@@ -229,3 +229,16 @@ def test_ego4d_submission_files(tmp_path: Path) -> None:
         {"unique_id": "u1", "state_change": True},
         {"unique_id": "u2", "state_change": False},
     ]
+
+
+def test_uncapped_frame_map_scores_every_detection_the_top_50_figure_drops(files: dict[str, Path]) -> None:
+    """The trainer scores 60 classes per person: the official script's cap of 50 (box, class) rows per
+    keyframe drops low-scored true positives that PySlowFast's uncapped evaluation keeps."""
+    noise = [f"vid1,0902,{ELSEWHERE},1,0.{90 + i % 9}" for i in range(49)]  # 49 confident misses, class 1
+    hits = [f"vid1,0902,{PERSON_A},1,0.010", f"vid1,0902,{PERSON_B},1,0.011", f"vid1,0902,{PERSON_B},3,0.5"]
+    det = _write(files["dir"] / "many.csv", noise + hits)
+    capped = evaluate_ava(files["labelmap"], files["gt"], det, files["excl"])
+    uncapped = evaluate_ava(files["labelmap"], files["gt"], det, files["excl"], top_k=0)
+    assert capped["per_class"][1] == 0.0  # both class-1 hits ranked below the 50 kept rows
+    assert uncapped["per_class"][1] > 0.0 and uncapped["per_class"][3] == capped["per_class"][3] == 1.0
+    assert uncapped["mAP"] > capped["mAP"]
