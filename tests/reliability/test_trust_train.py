@@ -327,8 +327,9 @@ def _table_without_date(path: Path) -> str:
 
 @pytest.mark.slow
 @pytest.mark.timeout(1200)
+@pytest.mark.parametrize("trial", range(3))
 def test_a_killed_table_run_resumes_to_the_uninterrupted_results(
-    procedural_build: Path, tmp_path: Path
+    procedural_build: Path, tmp_path: Path, trial: int
 ) -> None:
     """`python -m train.experiments table1 --steps 2`, SIGKILLed at a seeded random moment, then run again:
     its results.md equals an uninterrupted run's (apart from the date and the --out in the command)."""

@@ -157,9 +157,7 @@ def test_train_views_are_independent_samplings_of_one_video(viewed_build: Path) 
     from pipeline.reader import decode_sample
     from train.data import read_span  # the trainer's own span reader
 
-    first = [
-        decode_sample("x", read_span(source, table, int(r))) for r in matrix[0]
-    ]
+    first = [decode_sample("x", read_span(source, table, int(r))) for r in matrix[0]]
     assert {s["meta"]["view_group"] for s in first} == {first[0]["meta"]["view_group"]}
     assert [s["meta"]["view"] for s in first] == [0, 1, 2]
     assert not np.array_equal(first[0]["video"], first[1]["video"])  # other frame times, other pixels
