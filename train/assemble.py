@@ -60,6 +60,7 @@ class Run:
     total_steps: int
     autocast: Callable[[], contextlib.AbstractContextManager]
     label_spaces: dict[str, str | None]  # {"segm": space, "boxes": space} the synthetic heads predict in
+    ddp: DistributedDataParallel | None = None  # the DDP wrapper across ranks (no_sync between micro-batches)
     start_step: int = 0
     guard: FiniteGuard | None = None  # set by the loop; None = check every step's norm at once
 
@@ -157,6 +158,11 @@ def _stream(
     global_batch = data.batch_size if role == "real" else data.synthetic_batch_size
     if global_batch % d.world:
         raise ValueError(f"{role} batch {global_batch} is not divisible by the {d.world} ranks")
+    if global_batch // d.world % cfg.optim.grad_accum:
+        raise ValueError(
+            f"{role} batch {global_batch // d.world} per rank is not divisible into --grad-accum "
+            f"{cfg.optim.grad_accum} micro-batches"
+        )
     tables = [s.split("train") for s in group]
     views = [t.view_matrix() for t in tables]
     synthetic = role == "synthetic"
@@ -210,9 +216,11 @@ def prepare(cfg: TrainConfig, d: Dist) -> Run:
                                  action_label_smoothing=cfg.optim.label_smoothing)  # fmt: skip
     num_seg = _classes(geometry.get("segm_space"))
     spaces = {"segm": geometry["segm_space"], "boxes": geometry["box_space"]}
-    return Run(cfg, d, model, wrap(model, cfg, d), loss_fn, optimizer, scheduler, scaler, streams, sources,
-               geometry_for(cfg, geometry["label_stride"], geometry["max_objects"]), num_seg, total,
-               autocast_for(cfg, d.device), spaces)  # fmt: skip
+    ddp = DistributedDataParallel(model, device_ids=[d.local_rank] if d.device.type == "cuda" else None) \
+        if d.world > 1 else None  # fmt: skip
+    return Run(cfg, d, model, compiled(ddp or model, cfg), loss_fn, optimizer, scheduler, scaler, streams,
+               sources, geometry_for(cfg, geometry["label_stride"], geometry["max_objects"]), num_seg, total,
+               autocast_for(cfg, d.device), spaces, ddp)  # fmt: skip
 
 
 def cfg_loss_weights(cfg: TrainConfig) -> dict[str, float]:
@@ -220,14 +228,7 @@ def cfg_loss_weights(cfg: TrainConfig) -> dict[str, float]:
     return parse_loss_weights(cfg.optim.loss_weights)[1]
 
 
-def wrap(model: pvit.PViT, cfg: TrainConfig, d: Dist) -> torch.nn.Module:
-    """The module the loop calls: DDP across ranks, then torch.compile (DDP-wrapped, as torch recommends);
+def compiled(module: torch.nn.Module, cfg: TrainConfig) -> torch.nn.Module:
+    """The module the loop calls: torch.compile'd with --compile (DDP-wrapped first, as torch recommends);
     the loss and the optimiser stay eager."""
-    train_model: torch.nn.Module = model
-    if d.world > 1:
-        train_model = DistributedDataParallel(
-            model, device_ids=[d.local_rank] if d.device.type == "cuda" else None
-        )
-    if cfg.compile:
-        train_model = cast(torch.nn.Module, torch.compile(train_model))
-    return train_model
+    return cast(torch.nn.Module, torch.compile(module)) if cfg.compile else module

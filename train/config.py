@@ -156,6 +156,7 @@ class OptimConfig:
 
     steps: int = 0  # optimiser steps; 0 = epochs x the real stream's steps per epoch
     epochs: float = 1.0  # passes over the real stream (used when steps is 0)
+    grad_accum: int = 1  # micro-batches per optimiser step; the step equals one of the whole batch
     optimizer: str = "adamw"  # adamw | adam (L2 weight decay) | sgd (momentum, Nesterov)
     momentum: float = 0.9  # sgd only
     lr: float = 1e-3  # peak learning rate
@@ -177,6 +178,7 @@ class OptimConfig:
         _positive("--lr", self.lr)
         _positive("--max-depth", self.max_depth)
         _at_least("--warmup-steps", self.warmup_steps, 0)
+        _at_least("--grad-accum", self.grad_accum, 1)
         for flag, value in (("--min-lr-ratio", self.min_lr_ratio),
                             ("--label-smoothing", self.label_smoothing),
                             ("--momentum", self.momentum)):  # fmt: skip

@@ -15,6 +15,7 @@ save) and `train.evaluate` scores the result.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from pathlib import Path
@@ -37,33 +38,57 @@ from train.sources import ShardMismatch
 
 
 def train_step(run: Run, batch: dict, augment: BatchAugment) -> dict[str, torch.Tensor]:
-    """One optimiser step on the real + synthetic batch; returns detached losses and the grad norm."""
-    parts = [batch[s.role] for s in run.streams]
-    video, targets = to_device(merge(parts), run.dist.device)
-    if augment.enabled:  # MViTv2's erasing and mixup/cutmix, on the real action clips only (off by default)
-        rows = action_rows(parts, [s.role for s in run.streams])
-        seed = batch_seed(run.cfg.seed, int(batch["step"]), run.dist.rank)  # any worker count: same batch
-        video, targets = augment(video, targets, rows, seed)
-    with run.autocast():
-        preds = run.train_model(video, boxes=targets.get("ava_boxes"))
-    total, per_task = run.loss_fn({k: v.float() for k, v in preds.items()}, targets)
+    """One optimiser step on the real + synthetic batch, in `--grad-accum` micro-batches; returns detached
+    losses (of the whole batch) and the grad norm."""
+    parts, accum = [batch[s.role] for s in run.streams], run.cfg.optim.grad_accum
+    # Under accumulation every micro-batch divides by the whole batch's counts, so they sum to its loss.
+    counts = run.loss_fn.counts(to_device(merge(parts), run.dist.device)[1]) if accum > 1 else None
     run.optimizer.zero_grad(set_to_none=True)
-    run.scaler.scale(total).backward()
+    sums: dict[str, torch.Tensor] = {}
+    for micro, micro_parts in enumerate(split_parts(parts, accum)):
+        last = micro == accum - 1
+        sync = contextlib.nullcontext() if last or run.ddp is None else run.ddp.no_sync()
+        with sync:  # DDP all-reduces the gradients once, after the last micro-batch
+            losses = micro_step(run, micro_parts, augment, counts, (int(batch["step"]), micro))
+        sums = {k: sums.get(k, 0.0) + v for k, v in losses.items()}
     run.scaler.unscale_(run.optimizer)
     params = [p for p in run.model.parameters() if p.grad is not None]
     clip = run.cfg.optim.clip_grad
     norm = torch.nn.utils.clip_grad_norm_(params, clip if clip > 0 else float("inf"))
     # The norm is of all-reduced gradients, so every rank takes the same decision (no DDP hang).
     if not run.scaler.is_enabled():
-        (run.guard or FiniteGuard(norm.device, eager=True)).update(norm, total, run.scheduler.steps + 1)
+        (run.guard or FiniteGuard(norm.device, eager=True)).update(
+            norm, sums["loss"], run.scheduler.steps + 1
+        )
     run.scaler.step(run.optimizer)
     run.scaler.update()
     run.scheduler.step()
-    return {
-        "loss": total.detach(),
-        **{k: v.detach() for k, v in per_task.items()},
-        "grad_norm": norm.detach(),
-    }
+    return {**sums, "grad_norm": norm.detach()}
+
+
+def micro_step(
+    run: Run, parts: list[dict], augment: BatchAugment, counts: dict | None, at: tuple[int, int]
+) -> dict[str, torch.Tensor]:
+    """Forward and backward of one micro-batch (`at` = step, micro-batch); its detached losses."""
+    video, targets = to_device(merge(parts), run.dist.device)
+    if augment.enabled:  # MViTv2's erasing and mixup/cutmix, on the real action clips only (off by default)
+        rows = action_rows(parts, [s.role for s in run.streams])
+        seed = batch_seed(run.cfg.seed, at[0], run.dist.rank, at[1])  # any worker count: same batch
+        video, targets = augment(video, targets, rows, seed)
+    with run.autocast():
+        preds = run.train_model(video, boxes=targets.get("ava_boxes"))
+    total, per_task = run.loss_fn({k: v.float() for k, v in preds.items()}, targets, counts)
+    run.scaler.scale(total).backward()
+    return {"loss": total.detach(), **{k: v.detach() for k, v in per_task.items()}}
+
+
+def split_parts(parts: list[dict], count: int) -> list[list[dict]]:
+    """Each stream's batch cut into `count` equal micro-batches along the batch dimension; micro-batch i
+    holds the i-th slice of every stream (the per-rank batches divide evenly, `train.assemble` checks)."""
+    if count == 1:
+        return [parts]
+    sliced = [{k: v.tensor_split(count) for k, v in part.items()} for part in parts]
+    return [[{k: v[i] for k, v in part.items()} for part in sliced] for i in range(count)]
 
 
 def batch_augment(run: Run) -> BatchAugment:

@@ -131,9 +131,11 @@ def action_rows(parts: Sequence[dict], roles: Sequence[str]) -> torch.Tensor:
     return torch.cat(rows) if rows else torch.zeros(0, dtype=torch.long)
 
 
-def batch_seed(seed: int, step: int, rank: int) -> int:
-    """A 32-bit seed for one step's batch augmentation, from the run's seed, the step and the rank."""
-    return int(np.random.SeedSequence([seed, step, rank, 0x5245414C]).generate_state(1)[0])
+def batch_seed(seed: int, step: int, rank: int, micro: int = 0) -> int:
+    """A 32-bit seed for one step's batch augmentation, from the run's seed, the step, the rank and, under
+    gradient accumulation, the micro-batch (0, the whole batch, draws what it always drew)."""
+    entropy = [seed, step, rank, 0x5245414C, *([micro] if micro else [])]
+    return int(np.random.SeedSequence(entropy).generate_state(1)[0])
 
 
 @contextlib.contextmanager

@@ -8,6 +8,11 @@ Each task's loss is a mean over its valid elements in the batch. Which loss scor
 the task table's (``pvit.tasks.TASK_SPECS``, built-in entries in ``pvit.registry``), which
 ``MultiTaskLoss`` iterates.
 
+Which elements are valid depends on the targets alone (the ``*_valid`` functions), so the element counts
+of a whole batch are known before any forward pass. Gradient accumulation uses that: each micro-batch's
+loss is divided by the whole batch's counts (``MultiTaskLoss.counts``, then ``forward(..., counts=...)``),
+so N micro-batches give exactly the gradient of the batch they split, per-task normalisation included.
+
 Real-world prompts (§A.2): a batch mixing real and synthetic rows may carry ``targets["real"]``, a bool
 ``[B]`` marking the real stream's rows. Synthetic tasks then count only the other rows, and a real task's
 head (``real_boxes``) is scored against the same label keys (``boxes``/``boxes_cls``) on the real rows only,
@@ -16,7 +21,7 @@ so the two box heads never see each other's rows. Without ``real`` every row cou
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
 import torch
 import torch.nn as nn
@@ -27,10 +32,15 @@ from .config import REAL_PREFIX, REAL_PROMPT_TASKS
 from .tasks import SEGM_IGNORE, TASK_SPECS, TaskSpec, default_loss_weights
 
 
-def _masked_mean(values: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """Mean of ``values`` where ``valid``; 0 (with a zero gradient) when nothing is valid."""
+def _masked_mean(
+    values: torch.Tensor, valid: torch.Tensor, count: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Mean of ``values`` where ``valid``; 0 (with a zero gradient) when nothing is valid.
+
+    ``count`` replaces the number of valid elements as the divisor (a whole batch's, for one of its
+    micro-batches)."""
     total = torch.where(valid, values, torch.zeros_like(values)).sum()
-    return total / valid.sum().clamp(min=1)
+    return total / (valid.sum() if count is None else count).clamp(min=1)
 
 
 def _sample_mask(valid_samples: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -38,77 +48,147 @@ def _sample_mask(valid_samples: torch.Tensor, like: torch.Tensor) -> torch.Tenso
     return valid_samples.reshape(-1, *([1] * (like.dim() - 1)))
 
 
+Count = torch.Tensor | None  # a whole batch's count of valid elements, or None: this batch's own
+
+
+def depth_valid(target: torch.Tensor, sample_mask: torch.Tensor) -> torch.Tensor:
+    return torch.isfinite(target) & _sample_mask(sample_mask, target)
+
+
 def depth_loss(
-    pred: torch.Tensor, target: torch.Tensor, sample_mask: torch.Tensor, max_depth: float
+    pred: torch.Tensor, target: torch.Tensor, sample_mask: torch.Tensor, max_depth: float, count: Count = None
 ) -> torch.Tensor:
     """MSE on ``[B, T, h, w]`` metres; the target is clipped at ``max_depth`` to focus on near surfaces."""
-    valid = torch.isfinite(target) & _sample_mask(sample_mask, target)
+    valid = depth_valid(target, sample_mask)
     clean = torch.where(valid, target, torch.zeros_like(target)).clamp(max=max_depth)
-    return _masked_mean((pred - clean) ** 2, valid)
+    return _masked_mean((pred - clean) ** 2, valid, count)
 
 
-def normal_loss(pred: torch.Tensor, target: torch.Tensor, sample_mask: torch.Tensor) -> torch.Tensor:
+def vector_valid(target: torch.Tensor, sample_mask: torch.Tensor) -> torch.Tensor:
+    """Elements of ``[..., 3]`` targets (normals, joints) whose vector is finite, shaped like the target."""
+    return (torch.isfinite(target).all(-1, keepdim=True) & _sample_mask(sample_mask, target)).expand_as(
+        target
+    )
+
+
+def normal_loss(
+    pred: torch.Tensor, target: torch.Tensor, sample_mask: torch.Tensor, count: Count = None
+) -> torch.Tensor:
     """MSE on ``[B, T, h, w, 3]`` unit normals; a pixel counts when all three components are finite."""
-    valid = torch.isfinite(target).all(-1, keepdim=True) & _sample_mask(sample_mask, target)
+    valid = vector_valid(target, sample_mask)
     clean = torch.where(valid, target, torch.zeros_like(target))
-    return _masked_mean((pred - clean) ** 2, valid.expand_as(target))
+    return _masked_mean((pred - clean) ** 2, valid, count)
 
 
-def segm_loss(logits: torch.Tensor, target: torch.Tensor, sample_mask: torch.Tensor) -> torch.Tensor:
+def segm_valid(target: torch.Tensor, sample_mask: torch.Tensor) -> torch.Tensor:
+    return (target >= 0) & (target != SEGM_IGNORE) & _sample_mask(sample_mask, target)
+
+
+def segm_loss(
+    logits: torch.Tensor, target: torch.Tensor, sample_mask: torch.Tensor, count: Count = None
+) -> torch.Tensor:
     """Pixel cross-entropy; ``logits`` ``[B, K, T, h, w]``, ``target`` ``[B, T, h, w]`` (65535 = ignore)."""
-    valid = (target >= 0) & (target != SEGM_IGNORE) & _sample_mask(sample_mask, target)
+    valid = segm_valid(target, sample_mask)
     clean = torch.where(valid, target, torch.zeros_like(target)).long()
-    return _masked_mean(F.cross_entropy(logits, clean, reduction="none"), valid)
+    return _masked_mean(F.cross_entropy(logits, clean, reduction="none"), valid, count)
 
 
-def pose_loss(pred: torch.Tensor, target: torch.Tensor, sample_mask: torch.Tensor) -> torch.Tensor:
+def pose_loss(
+    pred: torch.Tensor, target: torch.Tensor, sample_mask: torch.Tensor, count: Count = None
+) -> torch.Tensor:
     """MSE on ``[B, T, J, 3]`` joints in metres; a joint counts when its row is finite."""
-    valid = torch.isfinite(target).all(-1, keepdim=True) & _sample_mask(sample_mask, target)
+    valid = vector_valid(target, sample_mask)
     clean = torch.where(valid, target, torch.zeros_like(target))
-    return _masked_mean((pred - clean) ** 2, valid.expand_as(target))
+    return _masked_mean((pred - clean) ** 2, valid, count)
+
+
+def class_valid(target: torch.Tensor, sample_mask: torch.Tensor) -> torch.Tensor:
+    """Rows with a class label: an int label >= 0, or a soft row that is finite with a positive sum."""
+    if target.is_floating_point():
+        return sample_mask & torch.isfinite(target).all(-1) & (target.nan_to_num().sum(-1) > 0)
+    return (target >= 0) & sample_mask
 
 
 def action_loss(
-    logits: torch.Tensor, target: torch.Tensor, sample_mask: torch.Tensor, label_smoothing: float = 0.0
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    sample_mask: torch.Tensor,
+    label_smoothing: float = 0.0,
+    count: Count = None,
 ) -> torch.Tensor:
     """Cross-entropy on ``[B, C]`` logits against int labels ``[B]`` (-1 = missing) or ``[B, C]`` soft ones.
 
     Soft targets (class probabilities per row, e.g. mixup's) count where ``sample_mask`` is set and the row is
     finite with a positive sum; an all-zero row is missing.
     """
+    valid = class_valid(target, sample_mask)
     if target.is_floating_point():
         target = target.to(logits.dtype)
-        valid = sample_mask & torch.isfinite(target).all(-1) & (target.nan_to_num().sum(-1) > 0)
         clean = torch.where(valid[:, None], target, torch.zeros_like(target))
-        ce = F.cross_entropy(logits, clean, reduction="none", label_smoothing=label_smoothing)
-        return _masked_mean(ce, valid)
-    valid = (target >= 0) & sample_mask
-    clean = torch.where(valid, target, torch.zeros_like(target)).long()
+    else:
+        clean = torch.where(valid, target, torch.zeros_like(target)).long()
     ce = F.cross_entropy(logits, clean, reduction="none", label_smoothing=label_smoothing)
-    return _masked_mean(ce, valid)
+    return _masked_mean(ce, valid, count)
 
 
-def pnr_loss(logits: torch.Tensor, target: torch.Tensor, sample_mask: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy over the frames, ``logits`` ``[B, T]`` against the one-hot ``target`` ``[B, T]``.
+def pnr_valid(target: torch.Tensor, sample_mask: torch.Tensor) -> torch.Tensor:
+    """Samples with a state change: a negative clip's target is all zeros (``pnr.npy``)."""
+    return sample_mask & (torch.where(torch.isfinite(target), target, torch.zeros_like(target)).sum(-1) > 0)
 
-    Only samples with a state change count: a negative clip's target is all zeros (``pnr.npy``).
-    """
+
+def pnr_loss(
+    logits: torch.Tensor, target: torch.Tensor, sample_mask: torch.Tensor, count: Count = None
+) -> torch.Tensor:
+    """Cross-entropy over the frames, ``logits`` ``[B, T]`` against the one-hot ``target`` ``[B, T]``."""
     clean = torch.where(torch.isfinite(target), target, torch.zeros_like(target))
-    valid = sample_mask & (clean.sum(-1) > 0)
     ce = F.cross_entropy(logits.float(), clean.argmax(-1), reduction="none")
-    return _masked_mean(ce, valid)
+    return _masked_mean(ce, pnr_valid(target, sample_mask), count)
 
 
-def ava_loss(logits: torch.Tensor, target: torch.Tensor, sample_mask: torch.Tensor) -> torch.Tensor:
+def ava_valid(target: torch.Tensor, sample_mask: torch.Tensor) -> torch.Tensor:
+    """Entries of ``[B, P, C]`` that are a real person's: a row with a negative entry is padding."""
+    return ((target >= 0).all(-1, keepdim=True) & _sample_mask(sample_mask, target)).expand_as(target)
+
+
+def ava_loss(
+    logits: torch.Tensor, target: torch.Tensor, sample_mask: torch.Tensor, count: Count = None
+) -> torch.Tensor:
     """Binary cross-entropy per person and class (SlowFast's AVA loss), mean over the real persons' entries.
 
     ``logits`` and ``target`` are ``[B, P, C]``; a target row with a negative entry is padding (the collate
     pads with -1), and so are all rows of a sample whose ``ava`` bit is unset.
     """
-    valid = (target >= 0).all(-1, keepdim=True) & _sample_mask(sample_mask, target)
+    valid = ava_valid(target, sample_mask)
     clean = torch.where(valid, target.float(), torch.zeros_like(target, dtype=torch.float32))
     bce = F.binary_cross_entropy_with_logits(logits.float(), clean, reduction="none")
-    return _masked_mean(bce, valid.expand_as(bce))
+    return _masked_mean(bce, valid, count)
+
+
+def box_real(
+    target: torch.Tensor, target_cls: torch.Tensor | None, sample_mask: torch.Tensor
+) -> torch.Tensor:
+    """``[B, T, O]``: the real target boxes (finite rows, a class >= 0) of the rows ``sample_mask``."""
+    real = torch.isfinite(target).all(-1) & _sample_mask(sample_mask, target[..., 0])
+    return real & (target_cls >= 0) if target_cls is not None else real
+
+
+def box_slot_weights(real: torch.Tensor, sample_mask: torch.Tensor, noobj_weight: float) -> torch.Tensor:
+    """Each slot's weight in the slot classification: 1 for a real box, ``noobj_weight`` for padding."""
+    return torch.where(real, 1.0, noobj_weight) * _sample_mask(sample_mask, real)
+
+
+def box_counts(
+    target: torch.Tensor,
+    target_cls: torch.Tensor | None,
+    sample_mask: torch.Tensor,
+    noobj_weight: float = 0.1,
+) -> dict[str, torch.Tensor]:
+    """The divisors of ``box_losses``' terms, from the targets alone: coordinates, boxes, slot weights."""
+    real = box_real(target, target_cls, sample_mask)
+    out = {"l1": 4 * real.sum(), "giou": real.sum()}
+    if target_cls is not None:
+        out["cls"] = box_slot_weights(real, sample_mask, noobj_weight).sum()
+    return out
 
 
 def box_losses(
@@ -118,31 +198,34 @@ def box_losses(
     target_cls: torch.Tensor | None,
     sample_mask: torch.Tensor,
     noobj_weight: float = 0.1,
+    counts: Mapping[str, torch.Tensor] | None = None,
 ) -> dict[str, torch.Tensor]:
     """L1, GIoU and slot classification losses, slot ``i`` predicting target row ``i`` (the fixed order).
 
     ``boxes``/``target`` are ``[B, T, O, 4]`` xyxy in [0, 1]; target rows with a NaN are padding. L1 is the
     mean absolute coordinate error and GIoU the mean ``1 - GIoU`` over real boxes. With ``logits``
     ``[B, T, O, C + 1]``, every slot of a labelled sample is classified, padding slots as "no object" (the
-    last class), down-weighted by ``noobj_weight`` as in DETR.
+    last class), down-weighted by ``noobj_weight`` as in DETR. ``counts`` (``box_counts`` of a whole batch)
+    replace this batch's divisors.
     """
-    real = torch.isfinite(target).all(-1) & _sample_mask(sample_mask, target[..., 0])  # [B, T, O]
-    if target_cls is not None:
-        real = real & (target_cls >= 0)
+    counts = counts or {}
+    real = box_real(target, target_cls, sample_mask)  # [B, T, O]
     # Padding rows get a harmless unit box so GIoU stays finite; where() then drops them.
     filler = torch.tensor([0.0, 0.0, 1.0, 1.0], device=target.device, dtype=target.dtype)
     clean = torch.where(real[..., None], target, filler)
     out = {
-        "l1": _masked_mean((boxes - clean).abs(), real[..., None].expand_as(boxes)),
-        "giou": _masked_mean(generalized_box_iou_loss(boxes, clean, reduction="none"), real),
+        "l1": _masked_mean((boxes - clean).abs(), real[..., None].expand_as(boxes), counts.get("l1")),
+        "giou": _masked_mean(
+            generalized_box_iou_loss(boxes, clean, reduction="none"), real, counts.get("giou")
+        ),
     }
     if logits is not None and target_cls is not None:
         noobj = logits.shape[-1] - 1
-        labelled = _sample_mask(sample_mask, target_cls).expand_as(target_cls)
         cls = torch.where(real, target_cls, torch.full_like(target_cls, noobj)).long()
         ce = F.cross_entropy(logits.flatten(0, -2), cls.flatten(), reduction="none").view_as(cls)
-        weight = torch.where(real, 1.0, noobj_weight) * labelled
-        out["cls"] = (ce * weight).sum() / weight.sum().clamp(min=1e-6)
+        weight = box_slot_weights(real, sample_mask, noobj_weight)
+        total = weight.sum() if counts.get("cls") is None else counts["cls"]
+        out["cls"] = (ce * weight).sum() / total.clamp(min=1e-6)
     return out
 
 
@@ -223,35 +306,67 @@ class MultiTaskLoss(nn.Module):
         self.max_depth, self.box_matching = max_depth, box_matching
         self.box_weights = (box_l1_weight, box_giou_weight, box_cls_weight)
         self.box_noobj_weight, self.action_label_smoothing = box_noobj_weight, action_label_smoothing
+        self._counts: Mapping[str, torch.Tensor] = {}  # the divisors forward() was given, by term
+        self._scoring = ""  # the entry forward() is scoring (its name, or real_<task>)
 
     def forward(
-        self, predictions: Mapping[str, torch.Tensor], targets: Mapping[str, torch.Tensor]
+        self,
+        predictions: Mapping[str, torch.Tensor],
+        targets: Mapping[str, torch.Tensor],
+        counts: Mapping[str, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """``counts`` (``self.counts`` of a whole batch) divide each loss instead of this batch's own counts:
+        the micro-batches of one step then sum to that batch's loss, term by term."""
         losses: dict[str, torch.Tensor] = {}
         anchor = next(iter(predictions.values()))
         total = anchor.new_zeros(())
-        for spec in TASK_SPECS.values():
-            pred_key, target_key = spec.pred_keys[0], spec.target_keys[0]
-            if pred_key not in predictions:
-                continue
-            if target_key not in targets:
-                total = total + 0.0 * predictions[pred_key].sum()  # keep the head in the graph, contribute 0
-                continue
-            losses[spec.name] = spec.loss(predictions, targets, self._sample_mask(spec, targets), self)
-            total = total + self.weights.get(spec.name, 1.0) * losses[spec.name]
-        for task in REAL_PROMPT_TASKS:  # real-world prompts' heads: the same labels, on real rows only
-            spec, name = TASK_SPECS[task], REAL_PREFIX + task
-            if REAL_PREFIX + spec.pred_keys[0] not in predictions:
-                continue
+        self._counts = counts or {}
+        for spec, name, own in self._entries(predictions):
             if spec.target_keys[0] not in targets:
-                total = total + 0.0 * predictions[REAL_PREFIX + spec.pred_keys[0]].sum()
+                total = total + 0.0 * own[spec.pred_keys[0]].sum()  # keep the head in the graph, contribute 0
                 continue
-            # The entry's own loss on the real head's outputs, under the entry's keys (real_boxes -> boxes).
-            own = {k: predictions[REAL_PREFIX + k] for k in spec.pred_keys if REAL_PREFIX + k in predictions}
-            losses[name] = spec.loss(own, targets, self._sample_mask(spec, targets, stream="real"), self)
-            # §A.2 gives no lambda for it: the synthetic task's, unless weights name it ("real_boxes").
-            total = total + self.weights.get(name, self.weights.get(task, 1.0)) * losses[name]
+            self._scoring = name
+            losses[name] = spec.loss(own, targets, self._rows(spec, name, targets), self)
+            # §A.2 gives a real head no lambda: the synthetic task's, unless weights name it ("real_boxes").
+            total = total + self.weights.get(name, self.weights.get(spec.name, 1.0)) * losses[name]
+        self._counts, self._scoring = {}, ""
         return total, losses
+
+    def _entries(self, predictions: Mapping[str, torch.Tensor]) -> Iterator[tuple[TaskSpec, str, Mapping]]:
+        """(entry, loss name, its predictions under the entry's keys) of every predicted task: the table's
+        entries, then the real-world prompts' heads (same labels, real rows only; real_boxes -> boxes)."""
+        for spec in TASK_SPECS.values():
+            if spec.pred_keys[0] in predictions:
+                yield spec, spec.name, predictions
+        for task in REAL_PROMPT_TASKS:
+            spec = TASK_SPECS[task]
+            if REAL_PREFIX + spec.pred_keys[0] in predictions:
+                own = {
+                    k: predictions[REAL_PREFIX + k] for k in spec.pred_keys if REAL_PREFIX + k in predictions
+                }
+                yield spec, REAL_PREFIX + task, own
+
+    def _rows(self, spec: TaskSpec, name: str, targets: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        return self._sample_mask(spec, targets, stream="real" if name != spec.name else "synthetic")
+
+    def counts(self, targets: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Each loss term's count of valid elements in ``targets`` (``"depth"``, ``"boxes.l1"``, ...), every
+        entry's and every real-world head's, from the targets alone: a whole batch's counts are known before
+        any of its micro-batches runs (and are the sums of theirs)."""
+        out: dict[str, torch.Tensor] = {}
+        names = [*TASK_SPECS, *(REAL_PREFIX + task for task in REAL_PROMPT_TASKS)]
+        for name in names:
+            spec = TASK_SPECS[name.removeprefix(REAL_PREFIX)]
+            if spec.count is None or spec.target_keys[0] not in targets:
+                continue
+            for term, count in spec.count(targets, self._rows(spec, name, targets), self).items():
+                out[f"{name}.{term}" if term else name] = count
+        return out
+
+    def count(self, term: str = "") -> torch.Tensor | None:
+        """The divisor ``forward`` was given for a term of the entry it is scoring; None: the batch's own."""
+        key = f"{self._scoring}.{term}" if term else self._scoring
+        return self._counts.get(key)
 
     def _sample_mask(
         self, spec: TaskSpec, targets: Mapping[str, torch.Tensor], stream: str = "synthetic"
@@ -270,16 +385,6 @@ class MultiTaskLoss(nn.Module):
         if spec.synthetic and real is not None:
             rows = rows & ~real.to(rows.device, torch.bool)
         return rows
-
-    def task_loss(
-        self,
-        task: str,
-        predictions: Mapping[str, torch.Tensor],
-        targets: Mapping[str, torch.Tensor],
-        sample_mask: torch.Tensor,
-    ) -> torch.Tensor:
-        """The unweighted loss of ``task`` on the rows ``sample_mask`` (its table entry's loss)."""
-        return TASK_SPECS[task].loss(predictions, targets, sample_mask, self)
 
     def box_loss(
         self,
@@ -300,6 +405,7 @@ class MultiTaskLoss(nn.Module):
             if target_cls is not None:
                 target_cls = torch.where(rows, target_cls, torch.full_like(target_cls, -1))
             target, target_cls = match_boxes(boxes, logits, target, target_cls, l1_w, giou_w, cls_w)
-        parts = box_losses(boxes, logits, target, target_cls, sample_mask, self.box_noobj_weight)
+        counts = {term: c for term in ("l1", "giou", "cls") if (c := self.count(term)) is not None}
+        parts = box_losses(boxes, logits, target, target_cls, sample_mask, self.box_noobj_weight, counts)
         loss = l1_w * parts["l1"] + giou_w * parts["giou"]
         return loss + cls_w * parts["cls"] if "cls" in parts else loss

@@ -20,13 +20,28 @@ from .losses import (
     MultiTaskLoss,
     action_loss,
     ava_loss,
+    ava_valid,
+    box_counts,
+    class_valid,
     depth_loss,
+    depth_valid,
     normal_loss,
     pnr_loss,
+    pnr_valid,
     pose_loss,
     segm_loss,
+    segm_valid,
+    vector_valid,
 )
-from .tasks import HeadContext, HeadFactory, HeadInput, TaskSpec, default_loss_weights, register_task
+from .tasks import (
+    CountFn,
+    HeadContext,
+    HeadFactory,
+    HeadInput,
+    TaskSpec,
+    default_loss_weights,
+    register_task,
+)
 
 Tensors = Mapping[str, torch.Tensor]
 
@@ -97,30 +112,30 @@ def _call_boxes(head: nn.Module, x: HeadInput) -> dict[str, torch.Tensor]:
     return head(x.feats, boxes)
 
 
-# --- losses: (predictions, targets, rows, criterion) -> unweighted scalar ------------------------------
+# --- losses: (predictions, targets, rows, criterion) -> unweighted scalar; counts: the same from targets only
 
 
 def _action(p: Tensors, t: Tensors, rows: torch.Tensor, crit: MultiTaskLoss) -> torch.Tensor:
     # Soft targets (the trainer's mixup/cutmix) already carry the smoothing; int labels get it here.
     smoothing = 0.0 if t["action"].is_floating_point() else crit.action_label_smoothing
-    return action_loss(p["action"], t["action"], rows, smoothing)
+    return action_loss(p["action"], t["action"], rows, smoothing, crit.count())
 
 
 # Regression in fp32 even under autocast: squared metres lose too much in bf16.
 def _depth(p: Tensors, t: Tensors, rows: torch.Tensor, crit: MultiTaskLoss) -> torch.Tensor:
-    return depth_loss(p["depth"].float(), t["depth"].float(), rows, crit.max_depth)
+    return depth_loss(p["depth"].float(), t["depth"].float(), rows, crit.max_depth, crit.count())
 
 
 def _normal(p: Tensors, t: Tensors, rows: torch.Tensor, crit: MultiTaskLoss) -> torch.Tensor:
-    return normal_loss(p["normal"].float(), t["normal"].float(), rows)
+    return normal_loss(p["normal"].float(), t["normal"].float(), rows, crit.count())
 
 
 def _segm(p: Tensors, t: Tensors, rows: torch.Tensor, crit: MultiTaskLoss) -> torch.Tensor:
-    return segm_loss(p["segm"], t["segm"], rows)
+    return segm_loss(p["segm"], t["segm"], rows, crit.count())
 
 
 def _pose(p: Tensors, t: Tensors, rows: torch.Tensor, crit: MultiTaskLoss) -> torch.Tensor:
-    return pose_loss(p["pose3d"].float(), t["pose3d"].float(), rows)
+    return pose_loss(p["pose3d"].float(), t["pose3d"].float(), rows, crit.count())
 
 
 def _boxes(p: Tensors, t: Tensors, rows: torch.Tensor, crit: MultiTaskLoss) -> torch.Tensor:
@@ -128,39 +143,49 @@ def _boxes(p: Tensors, t: Tensors, rows: torch.Tensor, crit: MultiTaskLoss) -> t
 
 
 def _oscc(p: Tensors, t: Tensors, rows: torch.Tensor, crit: MultiTaskLoss) -> torch.Tensor:
-    return action_loss(p["oscc"], t["oscc"], rows)  # 2-way CE, label -1 = missing
+    return action_loss(p["oscc"], t["oscc"], rows, count=crit.count())  # 2-way CE, label -1 = missing
 
 
 def _pnr(p: Tensors, t: Tensors, rows: torch.Tensor, crit: MultiTaskLoss) -> torch.Tensor:
-    return pnr_loss(p["pnr"], t["pnr"], rows)
+    return pnr_loss(p["pnr"], t["pnr"], rows, crit.count())
 
 
 def _ava(p: Tensors, t: Tensors, rows: torch.Tensor, crit: MultiTaskLoss) -> torch.Tensor:
-    return ava_loss(p["ava"], t["ava"], rows)
+    return ava_loss(p["ava"], t["ava"], rows, crit.count())
+
+
+def counted(key: str, valid: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> CountFn:
+    """The count of a one-term loss: its valid elements of ``targets[key]``."""
+
+    def count(t: Tensors, rows: torch.Tensor, crit: MultiTaskLoss) -> dict[str, torch.Tensor]:
+        return {"": valid(t[key], rows).sum()}
+
+    return count
+
+
+def _count_boxes(t: Tensors, rows: torch.Tensor, crit: MultiTaskLoss) -> dict[str, torch.Tensor]:
+    return box_counts(t["boxes"], t.get("boxes_cls"), rows, crit.box_noobj_weight)
 
 
 # --- the table: weights are the paper's lambdas; Ego4D's baseline sums its two losses unweighted and
 # SlowFast's AVA loss has weight 1 -----------------------------------------------------------------------
 
 BUILTIN_TASKS: tuple[TaskSpec, ...] = (
-    TaskSpec("action", "action", _action, weight=1.0),
-    TaskSpec("depth", "dense", _depth, weight=0.5, head=dense_head("depth", 1, depth_map)),
-    TaskSpec("normal", "dense", _normal, weight=0.5, head=dense_head("normal", 3, unit_normals)),
-    TaskSpec("segm", "dense", _segm, weight=0.1, head=dense_head("segm", "num_seg_classes")),
-    TaskSpec("pose3d", "token", _pose, weight=3.0, head=_pose_head),
-    TaskSpec(
-        "boxes",
-        "token",
-        _boxes,
-        weight=0.1,
-        head=_box_head,
-        pred_keys=("boxes", "boxes_cls"),
-        target_keys=("boxes", "boxes_cls"),
-    ),
-    TaskSpec("oscc", "downstream", _oscc, head=_oscc_head, call=_call_features),
-    TaskSpec("pnr", "downstream", _pnr, head=_pnr_head, call=_call_frames),
-    TaskSpec("ava", "downstream", _ava, head=_ava_head, call=_call_boxes),
-)
+    TaskSpec("action", "action", _action, weight=1.0, count=counted("action", class_valid)),
+    TaskSpec("depth", "dense", _depth, weight=0.5, head=dense_head("depth", 1, depth_map),
+             count=counted("depth", depth_valid)),
+    TaskSpec("normal", "dense", _normal, weight=0.5, head=dense_head("normal", 3, unit_normals),
+             count=counted("normal", vector_valid)),
+    TaskSpec("segm", "dense", _segm, weight=0.1, head=dense_head("segm", "num_seg_classes"),
+             count=counted("segm", segm_valid)),
+    TaskSpec("pose3d", "token", _pose, weight=3.0, head=_pose_head, count=counted("pose3d", vector_valid)),
+    TaskSpec("boxes", "token", _boxes, weight=0.1, head=_box_head, pred_keys=("boxes", "boxes_cls"),
+             target_keys=("boxes", "boxes_cls"), count=_count_boxes),
+    TaskSpec("oscc", "downstream", _oscc, head=_oscc_head, call=_call_features,
+             count=counted("oscc", class_valid)),
+    TaskSpec("pnr", "downstream", _pnr, head=_pnr_head, call=_call_frames, count=counted("pnr", pnr_valid)),
+    TaskSpec("ava", "downstream", _ava, head=_ava_head, call=_call_boxes, count=counted("ava", ava_valid)),
+)  # fmt: skip
 for _spec in BUILTIN_TASKS:
     register_task(_spec, replace=True)  # replace: a module reload must not fail
 

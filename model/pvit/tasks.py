@@ -51,6 +51,10 @@ LossFn = Callable[
     [Mapping[str, "torch.Tensor"], Mapping[str, "torch.Tensor"], "torch.Tensor", "MultiTaskLoss"],
     "torch.Tensor",
 ]
+# A count maps (targets, rows, criterion) to each loss term's number of valid elements ({"": n} for a loss
+# of one term; {"l1": .., "giou": ..} for several), from the targets alone: the divisors a whole batch gives
+# its micro-batches under gradient accumulation. The loss reads them back with ``criterion.count(term)``.
+CountFn = Callable[[Mapping[str, "torch.Tensor"], "torch.Tensor", "MultiTaskLoss"], dict[str, "torch.Tensor"]]
 
 
 @dataclass(frozen=True)
@@ -81,7 +85,8 @@ def call_token_head(head: nn.Module, x: HeadInput) -> dict[str, torch.Tensor]:
 
 @dataclass(frozen=True)
 class TaskSpec:
-    """One task: its kind, head, loss and default weight, and the keys it predicts and reads.
+    """One task: its kind, head, loss and default weight, the keys it predicts and reads, and its loss's
+    element counts (``count``).
 
     ``kind``: ``action`` (the backbone's own classifier on CLS; ``head`` None), ``dense``/``token`` (a
     synthetic task: one prompt group and a head on its token, chosen by ``cfg.tasks``; ``dense`` heads also
@@ -100,6 +105,9 @@ class TaskSpec:
     pred_keys: tuple[str, ...] = ()  # default (name,)
     target_keys: tuple[str, ...] = ()  # default (name,)
     column: int = -1  # default TASK_INDEX[name]
+    count: CountFn | None = (
+        None  # None: under gradient accumulation each micro-batch divides by its own count
+    )
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
