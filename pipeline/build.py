@@ -36,6 +36,7 @@ import pyarrow.parquet as pq
 
 from pipeline import __version__, parallel
 from pipeline.config import LABEL_SPACES, BuildConfig
+from pipeline.fileio import atomic_write_bytes, first_line
 from pipeline.geometry import (
     FrameGeometry,
     crop_boxes,
@@ -55,6 +56,7 @@ from pipeline.manifest import (
     write_quarantine,
 )
 from pipeline.schema import (
+    DENSE_MEMBERS,
     LABEL_MEMBERS,
     MEMBER_SPECS,
     SampleError,
@@ -63,11 +65,11 @@ from pipeline.schema import (
     tasks_of,
     validate_sample,
 )
-from pipeline.shards import encode_members, file_sha256, write_atomic, write_shard
+from pipeline.shards import encode_members, file_sha256, write_shard
 from pipeline.sources import Item, Quarantine, Sample, Source, SourceError, get_source
 
 PARTS = ".parts"
-DENSE_MEMBERS = ("depth.npy", "normal.npy", "segm.npy")
+REASON_LIMIT = 1000  # characters of a quarantine reason: one line, but never cut short of its cause
 
 
 # ----------------------------------------------------------------------------- planning
@@ -294,11 +296,11 @@ def _adapter(source: str, root: str | None, config: BuildConfig) -> Source:
 
 
 def _one_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    message = text[0] if text else ""
-    if isinstance(error, (Quarantine, SampleError)):
-        return message or type(error).__name__
-    return f"{type(error).__name__}: {message}" if message else type(error).__name__
+    """The quarantine reason: the error's first line, named by its type unless it is a reason already."""
+    line = first_line(error, limit=REASON_LIMIT)
+    if isinstance(error, (Quarantine, SampleError)) or not str(error).strip():
+        return line
+    return f"{type(error).__name__}: {line}"
 
 
 def build_unit(job: UnitJob) -> UnitResult:
@@ -356,7 +358,7 @@ def build_unit(job: UnitJob) -> UnitResult:
                 )
         part.update(shard=job.unit.shard, sha256=file_sha256(shard_path), bytes=shard_path.stat().st_size)
     part["rows"] = rows
-    write_atomic(out_dir / PARTS / f"{job.unit.shard}.json", json.dumps(part).encode())
+    atomic_write_bytes(out_dir / PARTS / f"{job.unit.shard}.json", json.dumps(part).encode())
     return UnitResult(job.unit.shard, len(members), len(rows) - len(members), part["bytes"])
 
 
@@ -396,7 +398,7 @@ def move_part(out_dir: Path, parts: dict[str, dict], old: str, new: str) -> None
         for row in part["rows"]:
             if row["status"] == "ok":
                 row["shard"] = new
-    write_atomic(out_dir / PARTS / f"{new}.json", json.dumps(part).encode())
+    atomic_write_bytes(out_dir / PARTS / f"{new}.json", json.dumps(part).encode())
     (out_dir / PARTS / f"{old}.json").unlink(missing_ok=True)
     parts[new] = part
 

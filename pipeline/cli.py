@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 from pipeline.config import BuildConfig, parse_options
+from pipeline.fileio import first_line
 from pipeline.manifest import QUARANTINE, BuildDirError, read_build
 
 if TYPE_CHECKING:
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
 
 PROG = "pvit-pipeline"
 USAGE_ERROR = 2
+MESSAGE_LIMIT = 1000  # characters of a one-line error: long paths must not cut off its advice
 
 
 class UsageError(Exception):
@@ -194,7 +196,7 @@ def cmd_build(args: argparse.Namespace) -> int:
             ray_timeout=args.ray_timeout,
         )
     except (ValueError, SourceError, ClusterUnreachable) as error:
-        raise UsageError(str(error).splitlines()[0]) from None
+        raise UsageError(first_line(error, limit=MESSAGE_LIMIT)) from None
     print(summarise(report))
     return 0
 

@@ -13,8 +13,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.fileio import atomic_write, atomic_write_bytes, first_line
 from pipeline.schema import TASKS
-from pipeline.shards import encode_json, write_atomic
+from pipeline.shards import encode_json
 
 BUILD_JSON = "build.json"
 MANIFEST = "manifest.parquet"
@@ -58,9 +59,7 @@ def manifest_row(**fields: Any) -> dict:
 
 def write_manifest(path: Path, rows: list[dict]) -> None:
     table = pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA)
-    tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(table, tmp, compression="zstd")
-    tmp.replace(path)
+    atomic_write(path, lambda tmp: pq.write_table(table, tmp, compression="zstd"))
 
 
 def read_manifest(source_dir: Path) -> pa.Table:
@@ -72,8 +71,9 @@ def read_manifest(source_dir: Path) -> pa.Table:
     try:
         table = pq.read_table(path)
     except (OSError, pa.ArrowException) as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise BuildDirError(f"{path}: unreadable ({first}); rebuild the source to restore it") from None
+        raise BuildDirError(
+            f"{path}: unreadable ({first_line(error)}); rebuild the source to restore it"
+        ) from None
     missing = [name for name in MANIFEST_SCHEMA.names if name not in table.column_names]
     if missing:
         raise BuildDirError(f"{path}: lacks column(s) {', '.join(missing)}; rebuild the source")
@@ -81,7 +81,9 @@ def read_manifest(source_dir: Path) -> pa.Table:
 
 
 def write_build(source_dir: Path, build: dict) -> None:
-    write_atomic(Path(source_dir) / BUILD_JSON, json.dumps(build, indent=2, sort_keys=True).encode() + b"\n")
+    atomic_write_bytes(
+        Path(source_dir) / BUILD_JSON, json.dumps(build, indent=2, sort_keys=True).encode() + b"\n"
+    )
 
 
 def read_build(source_dir: Path | str) -> dict:
@@ -127,4 +129,4 @@ def _build_json_problem(build: object) -> str | None:
 
 def write_quarantine(source_dir: Path, rows: list[dict]) -> None:
     lines = [encode_json({k: row[k] for k in ("split", "id", "reason", "fingerprint")}) for row in rows]
-    write_atomic(Path(source_dir) / QUARANTINE, b"".join(line + b"\n" for line in lines))
+    atomic_write_bytes(Path(source_dir) / QUARANTINE, b"".join(line + b"\n" for line in lines))

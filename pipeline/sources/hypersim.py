@@ -38,6 +38,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from pipeline.fileio import first_line
 from pipeline.geometry import frame_geometry, label_pixels
 from pipeline.labelspace import lookup_table
 from pipeline.sources._synthetic_common import FRAME_STRIDE, require_files, sample_frames
@@ -168,7 +169,7 @@ def read_hdf5(path: Path) -> np.ndarray:
         with h5py.File(path, "r") as handle:
             return handle["dataset"][()]
     except (OSError, KeyError, ValueError) as error:
-        raise Quarantine(f"{path.name}: unreadable HDF5 ({str(error).splitlines()[0][:80]})") from None
+        raise Quarantine(f"{path.name}: unreadable HDF5 ({first_line(error, limit=80)})") from None
 
 
 Matrix = tuple[tuple[float, float, float], ...]  # a 3x3 M_cam_from_uv, hashable for the ray cache
