@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pipeline.build import build_source
+from pipeline.build import BuildRequest, build_source
 from pipeline.config import BuildConfig
 from pipeline.parallel import local_ray
 from pipeline.reader import iter_samples, shard_paths
@@ -66,7 +66,9 @@ def run_bench(num_samples: int = 48, workers: int = 0, work_dir: Path | None = N
                 target = out / f"{label}-w{count}"
                 with local_ray(count) if count else contextlib.nullcontext():
                     started = time.perf_counter()
-                    report = build_source("procedural", target, config, splits=["train"], workers=count)
+                    report = build_source(
+                        BuildRequest("procedural", target, config, splits=["train"], workers=count)
+                    )
                     rate = report.samples / (time.perf_counter() - started)
                 mode = "serial" if count == 0 else f"ray x{count}"
                 lines.append(

@@ -162,7 +162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from pipeline.build import build_source
+    from pipeline.build import BuildRequest, build_source
     from pipeline.parallel import ClusterUnreachable
     from pipeline.sources import SourceError
 
@@ -183,18 +183,19 @@ def cmd_build(args: argparse.Namespace) -> int:
             samples_per_unit=args.samples_per_shard,
             num_samples=args.num_samples,
         )
-        report = build_source(
+        request = BuildRequest(
             args.source,
             args.out,
             config,
             root=args.root,
-            splits=args.split,
+            splits=args.split or (),
             workers=args.workers,
             ray_address=args.ray_address,
+            ray_timeout=args.ray_timeout,
             progress=not args.quiet,
             verify=args.verify,
-            ray_timeout=args.ray_timeout,
         )
+        report = build_source(request)
     except (ValueError, SourceError, ClusterUnreachable) as error:
         raise UsageError(first_line(error, limit=MESSAGE_LIMIT)) from None
     print(summarise(report))

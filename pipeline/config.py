@@ -1,4 +1,4 @@
-"""The build configuration, its stable hash, and build.json read back typed (`BuildInfo`).
+"""The build configuration and its stable hash.
 
 The hash covers every field that changes the bytes of a sample, plus the adapter's name and
 version and the shard format version, so a changed `--size` or a new adapter release produces a
@@ -118,42 +118,6 @@ class BuildConfig:
             self.hashed_fields(adapter, adapter_version), sort_keys=True, separators=(",", ":")
         )
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
-
-
-@dataclass(frozen=True)
-class BuildInfo:
-    """What a reader of the shards needs from build.json, typed; `from_json` is its one reader."""
-
-    source: str
-    config: BuildConfig  # the geometry: frames, size, crop, label_stride, max_objects, codec, ...
-    config_hash: str
-    tasks: tuple[str, ...]  # the tasks the adapter provides
-    segm_space: str | None  # the label space of segm.npy (the samples' meta.json); None = no segm
-    box_space: str | None  # the label space of boxes_cls.npy; None = no boxes
-    shards: tuple[dict, ...]  # build.json "shards": name, split, samples, bytes, sha256
-
-    @classmethod
-    def from_json(cls, build: Mapping[str, Any]) -> BuildInfo:
-        """Type a parsed build.json (`pipeline.manifest.read_build` checked its common keys).
-
-        One-line ValueError, saying to rebuild, when it lacks what this version writes.
-        """
-        config = BuildConfig.from_json(build["config"])  # first: another format says so, whatever it lacks
-        missing = [key for key in ("tasks", *LABEL_SPACES) if key not in build]
-        if missing:
-            raise ValueError(
-                f"lacks {missing[0]!r} (written by an older pvit-pipeline): "
-                f"rebuild the source with `pvit-pipeline build`"
-            )
-        return cls(
-            source=build["source"],
-            config=config,
-            config_hash=build["config_hash"],
-            tasks=tuple(build["tasks"]),
-            segm_space=build["segm_space"],
-            box_space=build["box_space"],
-            shards=tuple(build["shards"]),
-        )
 
 
 def parse_options(pairs: list[str]) -> tuple[tuple[str, str], ...]:

@@ -12,6 +12,8 @@ The integer rules here are ffmpeg's, because real video is cut and scaled inside
 graph (`pipeline.video`): the window's pixel size is truncated, its offset is `trunc((iw-ow)/2)`,
 and the scaled long side is `av_rescale(S, long, short)` (round half up), as the scale filter
 computes a `-1` dimension. `pipeline.video` checks the decoded frame against `frame_geometry`.
+
+`fit_sample` applies all of it to one clip and its labels: the one call the build makes per sample.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import numpy as np
 from PIL import Image
 
 from pipeline.config import BuildConfig
+from pipeline.schema import DENSE_MEMBERS, SampleError
 
 
 @dataclass(frozen=True)
@@ -159,3 +162,74 @@ def pad_box_slots(boxes: np.ndarray, classes: np.ndarray, slots: int) -> tuple[n
         out_boxes[t, : len(kept)] = boxes[t, kept]
         out_classes[t, : len(kept)] = classes[t, kept]
     return out_boxes, out_classes
+
+
+@dataclass(frozen=True)
+class FittedSample:
+    """A clip and its labels in the stored geometry."""
+
+    video: np.ndarray  # uint8 [T, H, W, 3], short side `size`
+    labels: dict[
+        str, np.ndarray
+    ]  # dense maps on the label grid; boxes in the stored frame, padded to the slots
+    geometry: FrameGeometry
+
+
+def fit_sample(
+    video: np.ndarray,
+    labels: dict[str, np.ndarray],
+    config: BuildConfig,
+    source_hw: tuple[int, int] | None = None,
+    dense_on_grid: bool = False,
+) -> FittedSample:
+    """Frame a clip: the kept window at short side `size`, dense maps on the label grid, boxes
+    normalised to the stored frame and padded to `max_objects` slots; `SampleError` when they do not fit.
+
+    `video` is `[T, h, w, 3]` at the source size, or already framed by the decoder, in which case
+    `source_hw` is the source frame it came from. `dense_on_grid`: the dense maps were sampled with
+    `label_pixels` already (their resampling here is then the identity, and their size is checked).
+    """
+    height, width = source_hw or video.shape[1:3]
+    geometry = frame_geometry(height, width, config)
+    fitted = dict(labels)
+    for name in DENSE_MEMBERS:
+        if name in fitted:
+            fitted[name] = _fit_dense(name, fitted[name], geometry, dense_on_grid)
+    if "boxes.npy" in fitted or "boxes_cls.npy" in fitted:
+        fitted["boxes.npy"], fitted["boxes_cls.npy"] = _fit_boxes(fitted, geometry, config.max_objects)
+    return FittedSample(_fit_frames(video, geometry), fitted, geometry)
+
+
+def _fit_frames(video: np.ndarray, geometry: FrameGeometry) -> np.ndarray:
+    """The stored frames: as they are when the decoder already framed them, else resized here."""
+    if video.shape[1:3] == geometry.hw:
+        return np.ascontiguousarray(video)
+    if video.shape[1:3] != geometry.source_hw:
+        (src_h, src_w), (out_h, out_w) = geometry.source_hw, geometry.hw
+        raise SampleError(
+            f"video frames are {video.shape[2]}x{video.shape[1]}, neither the source size "
+            f"{src_w}x{src_h} nor the stored {out_w}x{out_h}"
+        )
+    return resize_frames(video, geometry)
+
+
+def _fit_dense(name: str, array: np.ndarray, geometry: FrameGeometry, on_grid: bool) -> np.ndarray:
+    if array.ndim < 3:
+        raise SampleError(f"{name}: shape {array.shape}, expected [T,h,w,...]")
+    if not on_grid:
+        return resize_map(array, geometry)
+    if array.shape[1:3] != geometry.label_hw:
+        raise SampleError(f"{name}: {array.shape[1:3]} is not the label grid {geometry.label_hw}")
+    return np.ascontiguousarray(array)
+
+
+def _fit_boxes(
+    labels: dict[str, np.ndarray], geometry: FrameGeometry, slots: int
+) -> tuple[np.ndarray, np.ndarray]:
+    if not {"boxes.npy", "boxes_cls.npy"} <= set(labels):
+        raise SampleError("boxes.npy and boxes_cls.npy must come together")
+    boxes, classes = labels["boxes.npy"], labels["boxes_cls.npy"]
+    if boxes.ndim != 3 or boxes.shape[-1] != 4 or classes.shape != boxes.shape[:2]:
+        raise SampleError(f"boxes {boxes.shape} / boxes_cls {classes.shape}, expected [T,N,4] / [T,N]")
+    boxes, classes = crop_boxes(boxes, classes, geometry.window)
+    return pad_box_slots(boxes, classes, slots)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.build import build_source
+from pipeline.build import BuildRequest, build_source
 from pipeline.config import BuildConfig
 
 TINY = {"frames": 4, "size": 32, "label_stride": 4}
@@ -22,4 +22,4 @@ def tiny_config(**overrides) -> BuildConfig:
 def procedural_build(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One tiny procedural build shared by read-only tests; returns the source directory."""
     out = tmp_path_factory.mktemp("shards")
-    return build_source("procedural", out, tiny_config(), workers=0).out_dir
+    return build_source(BuildRequest("procedural", out, tiny_config(), workers=0)).out_dir

@@ -9,7 +9,8 @@ import sys
 
 import pytest
 
-from pipeline.config import FORMAT_VERSION, BuildConfig, BuildInfo, parse_options
+from pipeline.config import FORMAT_VERSION, BuildConfig, parse_options
+from pipeline.manifest import BuildInfo
 
 # Pinned: if this changes, every user's shards are regenerated; change it only on purpose.
 DEFAULT_HASH = BuildConfig().stable_hash("procedural", "1")

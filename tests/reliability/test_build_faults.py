@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from pipeline import parallel
-from pipeline.build import build_source
+from pipeline.build import BuildRequest, build_source
 from pipeline.cli import main
 from pipeline.manifest import read_build
 from pipeline.reader import verify
@@ -35,7 +35,7 @@ def built(tmp_path: Path, procedural_build: Path) -> Path:
 
 
 def rebuild(out: Path, **kwargs) -> object:
-    return build_source("procedural", out, tiny_config(), workers=0, **kwargs)
+    return build_source(BuildRequest("procedural", out, tiny_config(), workers=0, **kwargs))
 
 
 def shard_bytes(source_dir: Path) -> dict[str, bytes]:
@@ -103,8 +103,8 @@ def test_nothing_to_build_never_starts_ray(built: Path, monkeypatch) -> None:
 
     monkeypatch.setattr(parallel, "_run_on_ray", no_ray)
     (built / "procedural" / "manifest.parquet").unlink()  # a repair with no unit to build
-    build_source("procedural", built, tiny_config(), workers=2)
-    assert build_source("procedural", built, tiny_config(), workers=2).up_to_date
+    build_source(BuildRequest("procedural", built, tiny_config(), workers=2))
+    assert build_source(BuildRequest("procedural", built, tiny_config(), workers=2)).up_to_date
 
 
 # ----------------------------------------------------------------------------- keys
@@ -123,20 +123,24 @@ class CollidingIds(ProceduralSource):
 
 def test_ids_that_sanitise_alike_build_distinct_samples(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setitem(_ADAPTERS, "colliding", CollidingIds)
-    report = build_source("colliding", tmp_path, tiny_config(num_samples=4), splits=["train"], workers=0)
+    report = build_source(
+        BuildRequest("colliding", tmp_path, tiny_config(num_samples=4), splits=["train"], workers=0)
+    )
     assert report.samples == 4
     assert verify(report.out_dir) == []
 
 
 def test_the_build_checks_keys_not_ids(tmp_path: Path, monkeypatch) -> None:
-    import pipeline.build as build
+    import pipeline.plan as plan
 
     monkeypatch.setitem(_ADAPTERS, "colliding", CollidingIds)
-    monkeypatch.setattr(build, "sample_key", lambda source, item_id: f"{source}-{item_id}".replace(".", "_"))
+    monkeypatch.setattr(plan, "sample_key", lambda source, item_id: f"{source}-{item_id}".replace(".", "_"))
     with pytest.raises(
         SourceError, match=r"ids '50.1' \(train\) and '50_1' \(train\) both become sample key"
     ):
-        build_source("colliding", tmp_path, tiny_config(num_samples=4), splits=["train"], workers=0)
+        build_source(
+            BuildRequest("colliding", tmp_path, tiny_config(num_samples=4), splits=["train"], workers=0)
+        )
 
 
 # ----------------------------------------------------------------------------- builds that must not "succeed"

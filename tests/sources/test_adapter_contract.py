@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.build import build_source
+from pipeline.build import BuildRequest, build_source
 from pipeline.cli import main
 from pipeline.config import BuildConfig
 from pipeline.sources import Item, Sample, SourceError, get_source, register, source_names, unregister
@@ -97,7 +97,7 @@ def registered() -> Iterator[str]:
 
 
 def test_item_problem_is_quarantined_without_load(registered: str, tmp_path: Path) -> None:
-    report = build_source(registered, tmp_path, TINY, splits=["train"], workers=0)
+    report = build_source(BuildRequest(registered, tmp_path, TINY, splits=["train"], workers=0))
     assert len(report.quarantined) == 1
     split, item_id, reason = report.quarantined[0]
     assert split == "train" and reason == "bad annotation row (test)"

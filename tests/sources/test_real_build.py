@@ -14,7 +14,7 @@ from real_fixtures import (
     make_ssv2,
 )
 
-from pipeline.build import build_source
+from pipeline.build import BuildRequest, build_source
 from pipeline.config import BuildConfig
 from pipeline.reader import iter_samples, verify
 
@@ -33,7 +33,7 @@ def test_build_writes_verified_shards(name, tmp_path):
     raw = tmp_path / "raw"
     MAKERS[name](raw)
     config = BuildConfig(frames=4, size=32, label_stride=4, max_objects=3, sampling_rate=2)
-    report = build_source(name, tmp_path / "out", config, root=raw, workers=0)
+    report = build_source(BuildRequest(name, tmp_path / "out", config, root=raw, workers=0))
     assert report.samples > 0
     assert verify(report.out_dir) == []
     samples = list(iter_samples(report.out_dir))
