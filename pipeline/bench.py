@@ -59,7 +59,7 @@ def run_bench(num_samples: int = 48, workers: int = 0, work_dir: Path | None = N
         lines = [f"pvit-pipeline bench: {num_samples} procedural clips per geometry (train split only)"]
         for geometry in GEOMETRIES:
             # Small units (shards) so that every worker has several to build.
-            config = BuildConfig(**geometry, num_samples=num_samples, samples_per_unit=8)
+            config = BuildConfig(**geometry, num_samples=num_samples, samples_per_shard=8)
             label = f"{geometry['frames']}x{geometry['size']}^2"
             render = _render_only_rate(config, min(num_samples, 16))
             for count in sorted({0, workers}):

@@ -1,15 +1,24 @@
-"""The build configuration and its stable hash.
+"""The build configuration, its stable hash, and the help text of its fields.
 
 The hash covers every field that changes the bytes of a sample, plus the adapter's name and
 version and the shard format version, so a changed `--size` or a new adapter release produces a
 new hash and the engine regenerates what it affects. Fields that only decide *how* the build runs
 (workers, the Ray address, how many procedural samples exist) stay out of it.
+
+Each field's trailing comment is its documentation: `pvit-pipeline build --help` shows it
+(`field_comments`), so the CLI flag `--frames` and the field `frames` are one setting with one text.
 """
 
 from __future__ import annotations
 
+import ast
+import functools
 import hashlib
+import inspect
+import io
 import json
+import textwrap
+import tokenize
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, overload
@@ -28,20 +37,20 @@ class BuildConfig:
     """What one `pvit-pipeline build` produces. Validated on construction."""
 
     frames: int = 16  # frames T per clip
-    sampling_rate: int | None = None  # frames between clip frames, fixed-stride sources; None = the adapter's
+    sampling_rate: int | None = None  # source frames between clip frames, fixed-stride sources (unset: 4)
     size: int = 256  # stored short side S, in pixels
     crop: str = "none"  # none: the whole frame at its aspect ratio; centre: the centre S x S square only
     max_aspect: float = 2.0  # crop none: a long side beyond this many short sides is centre-cropped to it
     label_stride: int = 4  # dense label maps are [T, H/k, W/k] of the stored [H, W] frame
     train_views: int = 1  # independent train-mode temporal samplings stored per training video
-    codec: str = "npy"  # video.npy (raw uint8) or per-frame JPEG
-    jpeg_quality: int = 90  # only used by the jpeg codec
+    codec: str = "npy"  # npy: video.npy (raw uint8, fastest to read); jpeg: one JPEG per frame (smaller)
+    jpeg_quality: int = 90  # JPEG quality, used by the jpeg codec only
     max_objects: int = 8  # O, the box slots per frame in boxes.npy
     seed: int = 0  # seeds every random choice an adapter makes (procedural scenes, view sampling)
-    options: tuple[tuple[str, str], ...] = ()  # adapter-specific settings, as sorted (name, value)
+    options: tuple[tuple[str, str], ...] = ()  # adapter setting, repeatable (`sources NAME` lists them)
     # Not hashed: they change how the work is scheduled, never a sample's bytes.
-    samples_per_unit: int = field(default=32, compare=False)  # mean samples per work unit (= shard)
-    num_samples: int | None = field(default=None, compare=False)  # procedural: how many clips per split
+    samples_per_shard: int = field(default=32, compare=False)  # mean samples per shard (= per work unit)
+    num_samples: int | None = field(default=None, compare=False)  # procedural: clips to render per split
 
     def __post_init__(self) -> None:
         if self.frames < 1:
@@ -66,8 +75,8 @@ class BuildConfig:
             raise ValueError(f"--jpeg-quality must be between 1 and 100, got {self.jpeg_quality}")
         if self.max_objects < 1:
             raise ValueError(f"--max-objects must be at least 1, got {self.max_objects}")
-        if self.samples_per_unit < 1:
-            raise ValueError(f"--samples-per-shard must be at least 1, got {self.samples_per_unit}")
+        if self.samples_per_shard < 1:
+            raise ValueError(f"--samples-per-shard must be at least 1, got {self.samples_per_shard}")
         if self.num_samples is not None and self.num_samples < 0:
             raise ValueError(f"--num-samples must not be negative, got {self.num_samples}")
 
@@ -86,9 +95,10 @@ class BuildConfig:
 
     def hashed_fields(self, adapter: str, adapter_version: str) -> dict:
         """Everything that decides the output bytes, as a JSON-able dict."""
-        fields = {k: v for k, v in asdict(self).items() if k not in ("samples_per_unit", "num_samples")}
-        fields["options"] = [list(pair) for pair in self.options]
-        return {"format": FORMAT_VERSION, "adapter": adapter, "adapter_version": adapter_version, **fields}
+        hashed = {f.name for f in fields(self) if f.compare}
+        values = {k: v for k, v in asdict(self).items() if k in hashed}
+        values["options"] = [list(pair) for pair in self.options]
+        return {"format": FORMAT_VERSION, "adapter": adapter, "adapter_version": adapter_version, **values}
 
     @classmethod
     def from_json(cls, hashed: Mapping[str, Any]) -> BuildConfig:
@@ -129,3 +139,26 @@ def parse_options(pairs: list[str]) -> tuple[tuple[str, str], ...]:
             raise ValueError(f"--option expects NAME=VALUE, got {pair!r}")
         parsed[name] = value
     return tuple(sorted(parsed.items()))
+
+
+@functools.cache
+def field_comments(cls: type) -> dict[str, str]:
+    """The trailing `# comment` of each field of dataclass `cls`, by field name: the field's help text.
+
+    A comment must end the field's (last) line; a comment line above a field documents a group.
+    """
+    source = textwrap.dedent(inspect.getsource(cls))
+    comments = {
+        token.start[0]: token.string[1:].strip()
+        for token in tokenize.generate_tokens(io.StringIO(source).readline)
+        if token.type == tokenize.COMMENT
+    }
+    (node,) = ast.parse(source).body
+    assert isinstance(node, ast.ClassDef)
+    return {
+        statement.target.id: comments[statement.end_lineno or statement.lineno]
+        for statement in node.body
+        if isinstance(statement, ast.AnnAssign)
+        and isinstance(statement.target, ast.Name)
+        and (statement.end_lineno or statement.lineno) in comments
+    }

@@ -92,25 +92,25 @@ def plan_source(
     items = {split: list_items(adapter, split) for split in splits}
     check_found_inputs(source, adapter.root, items, requested)
     check_unique_keys(source, [item for split_items in items.values() for item in split_items])
-    per_shard = adapter.config.samples_per_unit
+    per_shard = adapter.config.samples_per_shard
     return tuple(unit for split in splits for unit in plan_units(items[split], split, config_hash, per_shard))
 
 
-def unit_boundary(item_id: str, samples_per_unit: int) -> bool:
+def unit_boundary(item_id: str, samples_per_shard: int) -> bool:
     """Whether `item_id` starts a new unit: content-defined, so inserting an item moves no boundary.
 
     Fixed-size chunks would shift every later unit when one item is added in the middle; a
     boundary decided by the item's own id changes only the unit the new item lands in.
     """
     digest = int.from_bytes(hashlib.sha1(item_id.encode()).digest()[:8], "big")
-    return digest % samples_per_unit == 0
+    return digest % samples_per_shard == 0
 
 
-def plan_units(items: list[Item], split: str, config_hash: str, samples_per_unit: int) -> list[Unit]:
+def plan_units(items: list[Item], split: str, config_hash: str, samples_per_shard: int) -> list[Unit]:
     """Group one split's items (sorted by id) into units and name their shards in order."""
     groups: list[list[Item]] = []
     for item in sorted(items, key=lambda item: item.id):
-        if not groups or unit_boundary(item.id, samples_per_unit):
+        if not groups or unit_boundary(item.id, samples_per_shard):
             groups.append([])
         groups[-1].append(item)
     units = []

@@ -14,7 +14,7 @@ TINY = {"frames": 4, "size": 32, "label_stride": 4}
 
 def tiny_config(**overrides) -> BuildConfig:
     """A procedural config small enough to render dozens of clips per second."""
-    fields = {**TINY, "num_samples": 20, "samples_per_unit": 4, **overrides}
+    fields = {**TINY, "num_samples": 20, "samples_per_shard": 4, **overrides}
     return BuildConfig(**fields)
 
 

@@ -98,7 +98,7 @@ def build_bench_shards(root: Path, codec: str, frames: int, size: int, samples: 
     from pipeline.build import BuildRequest, build_source
     from pipeline.config import BuildConfig
 
-    config = BuildConfig(frames=frames, size=size, codec=codec, num_samples=samples, samples_per_unit=16)
+    config = BuildConfig(frames=frames, size=size, codec=codec, num_samples=samples, samples_per_shard=16)
     build_source(BuildRequest("procedural", root, config, splits=["train"], workers=0))
     return root
 

@@ -56,7 +56,7 @@ def test_adapter_name_and_version_change_the_hash() -> None:
 
 
 def test_scheduling_fields_do_not_change_the_hash() -> None:
-    config = BuildConfig(samples_per_unit=7, num_samples=999)
+    config = BuildConfig(samples_per_shard=7, num_samples=999)
     assert config.stable_hash("procedural", "1") == DEFAULT_HASH
 
 

@@ -69,7 +69,7 @@ def test_sigkilled_build_resumes_without_duplicates_or_losses(tmp_path: Path) ->
     assert resumed.returncode == 0, resumed.stderr
     assert "reused" in resumed.stdout and "reused 0" not in resumed.stdout
 
-    config = tiny_config(size=48, label_stride=4, num_samples=60, samples_per_unit=3)
+    config = tiny_config(size=48, label_stride=4, num_samples=60, samples_per_shard=3)
     clean = build_source(BuildRequest("procedural", tmp_path / "clean", config, workers=0)).out_dir
     killed_rows = read_manifest(source_dir).to_pylist()
     keys = [row["key"] for row in killed_rows]

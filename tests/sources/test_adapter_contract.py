@@ -19,7 +19,7 @@ SOURCES = Path(__file__).resolve().parents[2] / "pipeline" / "sources"
 # Literal option names an adapter module reads: config.option("x"), self.option("x"),
 # choice_option(config, "x", ...), int_option(config, "x", ...), phav's self._option("x", ...).
 _READS = re.compile(r"""(?:\.option|\._option|choice_option|int_option)\((?:[\w.]+, )?"(\w+)\"""")
-TINY = BuildConfig(frames=2, size=16, num_samples=4, samples_per_unit=4)
+TINY = BuildConfig(frames=2, size=16, num_samples=4, samples_per_shard=4)
 
 
 @pytest.mark.parametrize("name", source_names())
