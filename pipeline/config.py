@@ -21,7 +21,7 @@ import textwrap
 import tokenize
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, overload
+from typing import Any
 
 # Bump when the shard layout or build.json changes (2: full frames, label stride, views; 3: build.json
 # records the label spaces). A bump changes every config hash, so `pvit-pipeline build` regenerates.
@@ -85,13 +85,12 @@ class BuildConfig:
         """Whether the whole frame is kept (`--crop none`) rather than its centre square."""
         return self.crop == "none"
 
-    @overload
-    def option(self, name: str, default: str) -> str: ...
-    @overload
-    def option(self, name: str, default: None = None) -> str | None: ...
-    def option(self, name: str, default: str | None = None) -> str | None:
-        """The value of adapter option `name` (`--option name=value`), or `default`."""
-        return dict(self.options).get(name, default)
+    def option(self, name: str) -> str | None:
+        """The value of adapter option `name` as given (`--option name=value`); None when not given.
+
+        Adapters read their options typed, with their declared defaults, through `Source.option`.
+        """
+        return dict(self.options).get(name)
 
     def hashed_fields(self, adapter: str, adapter_version: str) -> dict:
         """Everything that decides the output bytes, as a JSON-able dict."""

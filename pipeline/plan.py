@@ -74,7 +74,7 @@ def make_plan(request: BuildRequest) -> BuildPlan:
     # Options first: an unknown or bad one is a one-line SourceError, and the hash sees declared ones only.
     config = replace(request.config, options=adapter_class.resolve_options(request.config.options))
     root = Path(request.root) if request.root is not None else None
-    check_root(adapter_class, root)
+    adapter_class.check_root(root)
     adapter = adapter_class(root, config)
     config_hash = config.stable_hash(adapter_class.name, adapter_class.version)
     splits = tuple(request.splits) or adapter_class.splits
@@ -166,13 +166,6 @@ def check_unique_keys(source: str, items: Sequence[Item]) -> None:
             f"{source}: ids {other.id!r} ({other.split}) and {item.id!r} ({item.split}) "
             f"both become sample key {key!r}"
         )
-
-
-def check_root(adapter_class: type[Source], root: Path | None) -> None:
-    if adapter_class.needs_root and root is None:
-        raise SourceError(f"source {adapter_class.name} reads a dataset from disk: pass --root DIR")
-    if root is not None and not Path(root).is_dir():
-        raise SourceError(f"--root {root}: no such directory")
 
 
 def check_splits(adapter_class: type[Source], splits: Sequence[str]) -> None:

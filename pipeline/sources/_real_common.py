@@ -71,14 +71,6 @@ def load_json(path: Path) -> Any:
         raise SourceError(f"{path}: cannot read annotation file ({error})") from None
 
 
-def need_root(root: Path | None, source: str) -> Path:
-    if root is None:
-        raise SourceError(f"{source} needs --root (the directory holding the raw dataset)")
-    if not root.is_dir():
-        raise SourceError(f"{source}: --root {root} is not a directory")
-    return root
-
-
 def segment_indices(
     length: int, frames: int, view: int = 0, num_views: int = 1, rng: np.random.Generator | None = None
 ) -> list[int]:
@@ -118,25 +110,6 @@ def stride_indices(
         start = delta * view / (num_views - 1)
     positions = np.linspace(start, start + span - 1, frames)
     return [int(i) for i in np.clip(positions, 0, max(length - 1, 0)).astype(np.int64)]
-
-
-def int_option(config: BuildConfig, name: str, default: int, minimum: int = 1) -> int:
-    """An integer `--option name=value`; `SourceError` when it is not an integer >= minimum."""
-    raw = config.option(name, str(default))
-    try:
-        value = int(raw)
-    except ValueError:
-        raise SourceError(f"--option {name} must be an integer, got {raw!r}") from None
-    if value < minimum:
-        raise SourceError(f"--option {name} must be at least {minimum}, got {value}")
-    return value
-
-
-def choice_option(config: BuildConfig, name: str, default: str, choices: Sequence[str]) -> str:
-    value = config.option(name, default) or default
-    if value not in choices:
-        raise SourceError(f"--option {name} must be one of {', '.join(choices)}, got {value!r}")
-    return value
 
 
 @dataclass

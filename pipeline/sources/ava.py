@@ -39,7 +39,7 @@ from PIL import Image
 
 from pipeline.geometry import crop_boxes, frame_geometry
 from pipeline.schema import NUM_AVA_CLASSES
-from pipeline.sources._real_common import choice_option, find_dir, find_file, need_root
+from pipeline.sources._real_common import find_dir, find_file
 from pipeline.sources.base import (
     Item,
     Option,
@@ -183,7 +183,7 @@ class AvaSource(Source):
         return find_file(root, names, ANNOTATION_DIRS, what)
 
     def _frames_source(self, root: Path, split: str) -> tuple[str, tuple[Any, Any]]:
-        mode = choice_option(self.config, "frames_from", "auto", ("auto", "frames", "video"))
+        mode = self.option("frames_from")
         frame_list = find_dir(root, ("frame_lists",))
         frames_dir = find_dir(root, ("frames",))
         if (
@@ -205,7 +205,7 @@ class AvaSource(Source):
         )
 
     def items(self, split: str) -> Iterator[Item]:
-        root = need_root(self.root, self.name)
+        root = self.root_dir
         gt = self._annotation(
             root, (f"ava_{split}_v2.2.csv", f"ava_{split}_v2.1.csv"), f"ava {split} ground truth"
         )
@@ -218,13 +218,13 @@ class AvaSource(Source):
         excluded_path = gt.parent / f"ava_{split}_excluded_timestamps_v{version}.csv"
         excluded = read_excluded(excluded_path)
         proposals = None
-        proposals_file = self.config.option("proposals")
+        proposals_file = self.option("proposals")
         if proposals_file:
             path = Path(proposals_file)
             path = path if path.is_absolute() else gt.parent / path
             if not path.is_file():
                 raise SourceError(f"ava: proposals file {path} does not exist")
-            proposals = read_proposals(path, float(self.config.option("proposal_score", "0.9")))
+            proposals = read_proposals(path, self.option("proposal_score"))
         mode, where = self._frames_source(root, split)
         rate = self.config.sampling_rate or DEFAULT_RATE
         skipped = 0

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.sources._real_common import find_dir, find_file, load_json, need_root
+from pipeline.sources._real_common import find_dir, find_file, load_json
 from pipeline.sources.base import (
     Item,
     Option,
@@ -105,7 +105,7 @@ class Ego4dSource(Source):
         return path if path.is_file() or not (video_dir / uid).is_file() else video_dir / uid
 
     def items(self, split: str) -> Iterator[Item]:
-        root = need_root(self.root, self.name)
+        root = self.root_dir
         path = find_file(root, SPLIT_FILES[split], ANNOTATION_DIRS, f"ego4d {split} annotations")
         video_dir = find_dir(root, VIDEO_DIRS) or root
         seen: dict[str, int] = {}
@@ -135,7 +135,7 @@ class Ego4dSource(Source):
         wanted = baseline_frames(start, end, self.config.frames)
         short = self.config.frames - len(wanted)
         wanted += [wanted[-1]] * short
-        rate = float(self.config.option("fps", "30"))
+        rate = self.option("fps")
         try:
             cut = decode_window(
                 video,

@@ -105,10 +105,7 @@ class EhoiSource(Source):
         return boxes, {k: v for k, v in source_mapping("ehoi").items() if isinstance(k, str)}
 
     def _annotation_file(self, split: str) -> Path:
-        if self.root is None:
-            raise SourceError("ehoi needs --root (the egoism-hoi-dataset folder)")
-        name = self.config.option(f"ehoi_{split}_json", ANNOTATION_FILES.get(split))
-        path = Path(self.root) / "annotations" / str(name)
+        path = self.root_dir / "annotations" / self.option(f"ehoi_{split}_json")
         if not path.is_file():
             raise SourceError(f"ehoi: annotation file {path} not found")
         return path

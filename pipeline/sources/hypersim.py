@@ -231,9 +231,9 @@ class HypersimSource(Source):
     @cached_property
     def _rows(self) -> dict[str, dict[tuple[str, str], list[int]]]:
         """split -> (scene, camera) -> frame ids, from the official split CSV (public release only)."""
-        path = _find_csv(self._root, SPLIT_CSV, self.config.option("hypersim_split_csv"))
+        path = _find_csv(self.root_dir, SPLIT_CSV, self.option("hypersim_split_csv"))
         if path is None or not path.is_file():
-            raise SourceError(f"hypersim: split file {SPLIT_CSV} not found under {self._root}")
+            raise SourceError(f"hypersim: split file {SPLIT_CSV} not found under {self.root_dir}")
         rows: dict[str, dict[tuple[str, str], list[int]]] = {}
         with open(path, newline="") as handle:
             for row in csv.DictReader(handle):
@@ -249,10 +249,10 @@ class HypersimSource(Source):
         """scene -> M_cam_from_uv (3x3) from the camera-parameter CSV; None under intrinsics=standard."""
         if self.option("intrinsics") == "standard":
             return None
-        path = _find_csv(self._root, CAMERA_CSV, self.option("hypersim_camera_csv"))
+        path = _find_csv(self.root_dir, CAMERA_CSV, self.option("hypersim_camera_csv"))
         if path is None or not path.is_file():
             raise SourceError(
-                f"hypersim: {CAMERA_CSV} not found under {self._root} (it is not in the scene downloads: "
+                f"hypersim: {CAMERA_CSV} not found under {self.root_dir} (it is not in the scene downloads: "
                 "take it from the ml-hypersim repository's contrib/mikeroberts3000/ folder, or pass "
                 "--option intrinsics=standard to use the standard 60-degree camera for every scene)"
             )
@@ -266,12 +266,8 @@ class HypersimSource(Source):
                 cameras[row["scene_name"]] = m
         return cameras
 
-    @property
-    def _root(self) -> Path:
-        return self.root_dir
-
     def _frame_files(self, scene: str, camera: str, frame: int) -> dict[str, Path]:
-        images = self._root / scene / "images"
+        images = self.root_dir / scene / "images"
         stem = f"frame.{frame:04d}"
         geometry = images / f"scene_{camera}_geometry_hdf5"
         normal = self.option("hypersim_normal")
@@ -291,11 +287,16 @@ class HypersimSource(Source):
     def items(self, split: str) -> Iterator[Item]:
         # Scenes not downloaded are left out of the listing: users routinely fetch a subset.
         for (scene, camera), frames in sorted(self._rows.get(split, {}).items()):
-            if not (self._root / scene).is_dir():
+            if not (self.root_dir / scene).is_dir():
                 continue
             frames = sorted(frames)
             # Training views draw their frames at random: any frame of the trajectory may be read.
-            chosen = range(len(frames)) if split == "train" else sample_frames(len(frames), self.config)[0]
+            stride = self.option("frame_stride")
+            chosen = (
+                range(len(frames))
+                if split == "train"
+                else sample_frames(len(frames), self.config, None, stride)[0]
+            )
             files = [self._frame_files(scene, camera, frames[k]) for k in sorted(set(chosen))]
             cameras = self._cameras
             m = STANDARD_M_CAM_FROM_UV if cameras is None else cameras.get(scene)
@@ -316,7 +317,7 @@ class HypersimSource(Source):
         if self.option("hypersim_skip_missing") == 1:
             # Known holes in the release (ml-hypersim#7): drop frames whose files are absent.
             frames = [f for f in frames if self._complete(scene, camera, f)]
-        chosen, padded = sample_frames(len(frames), self.config, item)
+        chosen, padded = sample_frames(len(frames), self.config, item, self.option("frame_stride"))
         decoded = {k: self._load_frame(scene, camera, frames[k]) for k in sorted(set(chosen))}
         shapes = {v[0].shape for v in decoded.values()}
         if len(shapes) != 1:

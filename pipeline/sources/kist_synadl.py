@@ -123,7 +123,7 @@ class KistSynadlSource(Source):
         pose_path = files.pose
         require_files(pose_path, files.video)
         skeletons = read_skeletons(pose_path)
-        clip, padded = decode_sampled(files.video, self.config, item=item)
+        clip, padded = decode_sampled(files.video, self.config, item=item, stride=self.option("frame_stride"))
         video, fps, chosen = clip.frames, clip.info.fps, clip.indices
         base = frame_index_base(list(skeletons), clip.decoded)
         absent = clip.decoded - len(set(skeletons) & set(range(base, base + clip.decoded)))

@@ -193,7 +193,7 @@ class SurreactSource(Source):
         counts = {"info": len(joints), "segm": len(_mat_frames(segm_path, "segm"))}
         if has_depth:
             counts["depth"] = len(_mat_frames(depth_path, "depth"))
-        clip, padded = decode_sampled(video_path, self.config, counts, item)
+        clip, padded = decode_sampled(video_path, self.config, counts, item, self.option("frame_stride"))
         video, fps, chosen = clip.frames, clip.info.fps, clip.indices
         labels = {"segm.npy": self._segm(segm_path, chosen, video.shape[1:3])}
         if has_depth:

@@ -21,8 +21,6 @@ from pipeline.sources._real_common import (
     clip_sample,
     confine,
     decode_classification_clip,
-    int_option,
-    need_root,
     view_items,
     views_option,
 )
@@ -87,7 +85,7 @@ class VideoFolderSource(Source):
         return sorted(names), False
 
     def items(self, split: str) -> Iterator[Item]:
-        root = need_root(self.root, self.name)
+        root = self.root_dir
         rows = self._split_rows(root, split)
         if not rows:
             if split == "train":
@@ -112,7 +110,7 @@ class VideoFolderSource(Source):
                 if class_id is None:
                     error = f"unknown class {label!r} (not in classes.txt)"
             entries.append(VideoEntry(video_id, video, class_id, name, error))
-        views = 1 if split == "train" else int_option(self.config, "views", 1)
+        views = 1 if split == "train" else self.option("views")
         yield from view_items(confine(root, entries), split, views)
 
     def load(self, item: Item) -> Sample:
