@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
-from pipeline.config import BuildConfig, field_comments, parse_options
+from pipeline.config import BuildConfig, config_flag, field_comments, parse_options
 from pipeline.fileio import first_line
 from pipeline.manifest import QUARANTINE, BuildDirError, read_build
 from pipeline.parallel import CONNECT_TIMEOUT, ClusterUnreachable
@@ -104,11 +104,6 @@ def _add_build(build: argparse.ArgumentParser) -> None:
         "--verify", action="store_true", help="re-hash existing shards; rebuild any whose bytes changed"
     )
     build.add_argument("--quiet", action="store_true", help="no progress bar")
-
-
-def config_flag(name: str) -> str:
-    """The `build` flag of `BuildConfig` field `name` (`options` is given one at a time: `--option`)."""
-    return "--option" if name == "options" else "--" + name.replace("_", "-")
 
 
 def _add_config_flags(build: argparse.ArgumentParser) -> None:

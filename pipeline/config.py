@@ -140,6 +140,11 @@ def parse_options(pairs: list[str]) -> tuple[tuple[str, str], ...]:
     return tuple(sorted(parsed.items()))
 
 
+def config_flag(name: str) -> str:
+    """The `pvit-pipeline build` flag of `BuildConfig` field `name` (`options`: `--option`, one at a time)."""
+    return "--option" if name == "options" else "--" + name.replace("_", "-")
+
+
 @functools.cache
 def field_comments(cls: type) -> dict[str, str]:
     """The trailing `# comment` of each field of dataclass `cls`, by field name: the field's help text.

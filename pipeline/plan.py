@@ -76,6 +76,7 @@ def make_plan(request: BuildRequest) -> BuildPlan:
     root = Path(request.root) if request.root is not None else None
     adapter_class.check_root(root)
     adapter = adapter_class(root, config)
+    adapter.check_sampling()
     config_hash = config.stable_hash(adapter_class.name, adapter_class.version)
     splits = tuple(request.splits) or adapter_class.splits
     check_splits(adapter_class, splits)
@@ -134,9 +135,9 @@ def with_train_views(items: list[Item], adapter: Source) -> list[Item]:
 
     View k of video `id` is item `id_t<k>` (K > 1; `id` itself when K = 1) in the view group `id`;
     the adapter draws its frames with `base.sampling_rng`, seeded by (seed, video, view). An
-    adapter whose protocol has no temporal jitter (AVA's keyframe-centred clips) keeps one view.
+    adapter whose rule has no random draw (AVA's keyframe-centred clips) refuses K > 1 (`check_sampling`).
     """
-    views = adapter.config.train_views if adapter.temporal_jitter else 1
+    views = adapter.config.train_views if "train_views" in adapter.sampling_rule().reads else 1
     out = []
     for item in items:
         if item.split != "train":

@@ -14,7 +14,7 @@ import numpy as np
 
 from pipeline.config import BuildConfig
 from pipeline.schema import KINECT_JOINTS, NUM_JOINTS
-from pipeline.sources.base import Item, Option, Quarantine, sampling_rng
+from pipeline.sources.base import Item, Option, Quarantine, SamplingRule, sampling_rng
 from pipeline.video import Clip, VideoError, sample_clip
 
 FRAME_STRIDE = Option(
@@ -23,6 +23,11 @@ FRAME_STRIDE = Option(
     0,
     "0: frames spread over the whole clip; S: a centred window, S frames apart",
     minimum=0,
+)
+
+
+SYNTHETIC_SAMPLING = SamplingRule(
+    "one frame in each of --frames equal segments of the clip, or --option frame_stride=S apart"
 )
 
 

@@ -14,7 +14,7 @@ clamped to the video like SlowFast's `get_sequence`.
 
 The clip is a fixed-stride window centred on the keyframe, `--frames` x `--sampling-rate` (default 4,
 the MViTv2 AVA recipe's 16x4), as SlowFast's AVA loader takes it for training and testing alike:
-there is no temporal jitter in that protocol, so `--train-views` changes nothing here.
+there is no temporal jitter in that protocol, so the build refuses `--train-views`.
 
 With `--crop none` (the default) the stored frame is the whole frame and the person boxes are kept
 exactly as the CSV has them, so frame-mAP is computed against the original ground truth. A frame
@@ -39,12 +39,13 @@ from PIL import Image
 
 from pipeline.geometry import crop_boxes, frame_geometry
 from pipeline.schema import NUM_AVA_CLASSES
-from pipeline.sources._real_common import find_dir, find_file
+from pipeline.sources._real_common import DEFAULT_RATE, find_dir, find_file
 from pipeline.sources.base import (
     Item,
     Option,
     Quarantine,
     Sample,
+    SamplingRule,
     Source,
     SourceError,
     file_fingerprint,
@@ -62,7 +63,6 @@ LABEL_MAPS = (
     "ava_action_list_v2.1_for_activitynet_2018.pbtxt.txt",
 )
 VALID_SECONDS = range(902, 1799)  # AVA_VALID_FRAMES: keyframes 902..1798 inclusive
-DEFAULT_RATE = 4  # --sampling-rate default: MViTv2-S 16x4 on AVA
 FPS = 30  # the extraction rate of the official frames (ffmpeg -r 30), and of the index grid
 START = 900  # second of frame index 0
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".webm", ".avi")
@@ -162,7 +162,11 @@ def read_frame_lists(path: Path) -> dict[str, list[str]]:
 
 class AvaSource(Source):
     name = "ava"
-    temporal_jitter = False  # keyframe-centred clips, as SlowFast trains and tests
+    sampling = SamplingRule(  # keyframe-centred clips, as SlowFast trains and tests: no random draw
+        f"a --frames x --sampling-rate window (default rate {DEFAULT_RATE}) centred on the keyframe, "
+        "SlowFast's AVA rule",
+        frozenset({"sampling_rate"}),
+    )
     version = "2"
     tasks = ("ava",)
     splits = ("train", "val")

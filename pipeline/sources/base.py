@@ -15,6 +15,11 @@ change of the default cannot silently change it. An option not given stays out o
 out of the hash), so builds that give none keep their hash.
 
 `--root` is checked in one place, `Source.check_root`; an adapter reads it as `self.root_dir`.
+
+Each adapter declares how it picks a clip's frames (`SamplingRule`): one line saying the rule, and
+which of the build's sampling settings (`--sampling-rate`, `--train-views`) the rule reads. A build
+that sets one the rule does not read is refused before any work (`Source.check_sampling`): a setting
+that would be silently ignored gives the user a different clip than the one asked for.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from pipeline.config import BuildConfig
+from pipeline.config import BuildConfig, config_flag
 
 
 class SourceError(Exception):
@@ -88,6 +93,17 @@ class Sample:
 
 OPTION_TYPES = {"int": int, "float": float, "str": str}
 
+# The BuildConfig settings that only some sampling rules read (every rule reads --frames).
+SAMPLING_SETTINGS = ("sampling_rate", "train_views")
+
+
+@dataclass(frozen=True)
+class SamplingRule:
+    """How an adapter picks a clip's frames, and which of `SAMPLING_SETTINGS` that reads."""
+
+    text: str  # one line for messages: "one frame in each of --frames equal segments ..."
+    reads: frozenset[str] = frozenset({"train_views"})  # train views: independent draws of the rule
+
 
 @dataclass(frozen=True)
 class Option:
@@ -134,9 +150,10 @@ class Source(ABC):
     splits: ClassVar[tuple[str, ...]]  # splits built when --split is not given
     description: ClassVar[str]
     needs_root: ClassVar[bool] = True
-    # Whether the dataset's training protocol samples frames at random (PySlowFast's train mode), so
-    # `--train-views K` stores K different samplings; False for keyframe-centred clips (AVA).
-    temporal_jitter: ClassVar[bool] = True
+    # How this adapter picks frames. It reads --train-views when its training protocol draws frames at
+    # random (PySlowFast's train mode), so K views are K different samplings; not for keyframe-centred
+    # clips (AVA) or still images.
+    sampling: ClassVar[SamplingRule] = SamplingRule("frames of the adapter's own choosing")
     options: ClassVar[tuple[Option, ...]] = ()  # every --option this adapter reads
 
     def __init__(self, root: Path | None, config: BuildConfig) -> None:
@@ -172,6 +189,19 @@ class Source(ABC):
         if text is None:
             return option.default
         return option.parse(text)
+
+    def sampling_rule(self) -> SamplingRule:
+        """The rule this build samples by: `sampling`, unless an option chooses another (videofolder)."""
+        return self.sampling
+
+    def check_sampling(self) -> None:
+        """Refuse a sampling setting the rule does not read: one-line `SourceError` naming the rule."""
+        rule, unset = self.sampling_rule(), BuildConfig()
+        for name in SAMPLING_SETTINGS:
+            if name not in rule.reads and getattr(self.config, name) != getattr(unset, name):
+                raise SourceError(
+                    f"source {self.name} does not use {config_flag(name)} (its frames: {rule.text})"
+                )
 
     @classmethod
     def check_root(cls, root: Path | None, required: bool | None = None) -> Path | None:

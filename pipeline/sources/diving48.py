@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from pipeline.sources._real_common import (
+    STRIDE_SAMPLING,
     VideoEntry,
     clip_sample,
     confine,
@@ -73,6 +74,7 @@ def diving_entries(
 class Diving48Source(Source):
     name = "diving48"
     version = "2"  # 2: the whole video by default, not the unpublished start/end frame window
+    sampling = STRIDE_SAMPLING
     tasks = ("action",)
     splits = ("train", "test")
     description = "Diving48 V2 (mp4 + V2 JSONs, 48 classes, whole videos); views=K for test"

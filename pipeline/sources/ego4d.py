@@ -9,7 +9,7 @@ Frames follow the official I3D baseline's val/test rule for every split: over th
 `floor(n/T)`. The PNR target is one-hot at the sampled
 frame nearest `parent_pnr_frame`; negatives get all zeros. Unlabelled test clips carry neither.
 The baseline trains on a random 5-8 s sub-window; how it keeps the PNR inside that window is not
-confirmed here, so that jitter is not reproduced and `--train-views` changes nothing for Ego4D.
+confirmed here, so that jitter is not reproduced and the build refuses `--train-views` for Ego4D.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from pipeline.sources.base import (
     Option,
     Quarantine,
     Sample,
+    SamplingRule,
     Source,
     SourceError,
     file_fingerprint,
@@ -93,7 +94,10 @@ def check_clip(clip: dict) -> str | None:
 
 class Ego4dSource(Source):
     name = "ego4d"
-    temporal_jitter = False  # see the module doc: the baseline's train-time sub-window is not reproduced
+    # One view: the baseline's random train-time sub-window is not reproduced (see the module doc).
+    sampling = SamplingRule(
+        "--frames frames over each annotated 8 s window, the I3D baseline's rule", frozenset()
+    )
     version = "1"
     tasks = ("oscc", "pnr")
     splits = ("train", "val", "test")

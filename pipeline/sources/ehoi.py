@@ -38,6 +38,7 @@ from pipeline.sources.base import (
     Option,
     Quarantine,
     Sample,
+    SamplingRule,
     Source,
     SourceError,
     file_fingerprint,
@@ -86,7 +87,9 @@ def rasterise(segmentation: object, height: int, width: int) -> np.ndarray | Non
 
 class EhoiSource(Source):
     name = "ehoi"
-    temporal_jitter = False  # still images: every view would be the same frame
+    sampling = SamplingRule(
+        "a still image repeated --frames times", frozenset()
+    )  # every view would be the same
     version = "1"
     tasks = ("segm", "boxes")
     splits = ("train", "val")

@@ -41,7 +41,7 @@ import numpy as np
 from pipeline.fileio import first_line
 from pipeline.geometry import frame_geometry, label_pixels
 from pipeline.labelspace import lookup_table
-from pipeline.sources._synthetic_common import FRAME_STRIDE, require_files, sample_frames
+from pipeline.sources._synthetic_common import FRAME_STRIDE, SYNTHETIC_SAMPLING, require_files, sample_frames
 from pipeline.sources.base import (
     Item,
     Option,
@@ -205,6 +205,7 @@ class HypersimSource(Source):
     name = "hypersim"
     version = "2"  # 2: per-scene intrinsics required; normals facing away flipped toward the camera
     tasks = ("depth", "normal", "segm")
+    sampling = SYNTHETIC_SAMPLING
     splits = ("train", "val", "test")
     description = (
         "Hypersim indoor scenes (HDF5 per frame): planar depth, OpenCV normals, NYU40 segm; trajectory = clip"

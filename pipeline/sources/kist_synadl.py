@@ -32,7 +32,13 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.sources._synthetic_common import FRAME_STRIDE, body25_to_kinect, decode_sampled, require_files
+from pipeline.sources._synthetic_common import (
+    FRAME_STRIDE,
+    SYNTHETIC_SAMPLING,
+    body25_to_kinect,
+    decode_sampled,
+    require_files,
+)
 from pipeline.sources.base import Item, Option, Quarantine, Sample, Source, SourceError, file_fingerprint
 
 CM = 0.01
@@ -91,6 +97,7 @@ class KistSynadlSource(Source):
     name = "kist-synadl"
     version = "2"  # 2: frame_index base read from the file, missing frames tolerated; the shared decode
     tasks = ("pose3d",)
+    sampling = SYNTHETIC_SAMPLING
     splits = ("train",)
     description = (
         "KIST SynADL / ElderSim (avi + OpenPose BODY_25 3D JSON): Kinect-25 pose in metres; no official split"

@@ -29,7 +29,13 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from pipeline.labelspace import IGNORE, source_mapping
-from pipeline.sources._synthetic_common import FRAME_STRIDE, decode_sampled, require_files, sample_frames
+from pipeline.sources._synthetic_common import (
+    FRAME_STRIDE,
+    SYNTHETIC_SAMPLING,
+    decode_sampled,
+    require_files,
+    sample_frames,
+)
 from pipeline.sources.base import Item, Option, Quarantine, Sample, Source, SourceError, file_fingerprint
 
 FORMATS = ("vkitti-guess",)
@@ -112,6 +118,7 @@ class PhavSource(Source):
     name = "phav"
     version = "1"
     tasks = ("depth", "segm")
+    sampling = SYNTHETIC_SAMPLING
     splits = ("train",)
     description = (
         "PHAV action videos: depth + class segm; format UNCONFIRMED, VKITTI-style guess (phav_format option)"

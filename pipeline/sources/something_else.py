@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.sources._real_common import (
+    SEGMENT_SAMPLING,
     VideoEntry,
     clip_sample,
     confine,
@@ -111,6 +112,7 @@ def boxes_for(frames: list, indices: list[int], orig_hw: tuple[int, int]) -> tup
 class SomethingElseSource(Source):
     name = "something-else"
     version = "2"
+    sampling = SEGMENT_SAMPLING
     tasks = ("action", "boxes")
     splits = ("train", "val")
     description = "Something-Else compositional/few-shot splits of SSv2, optional hand/object boxes"

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from pipeline.sources._real_common import (
+    SEGMENT_SAMPLING,
     VideoEntry,
     clip_sample,
     confine,
@@ -83,6 +84,7 @@ def video_entries(
 class Ssv2Source(Source):
     name = "ssv2"
     version = "1"
+    sampling = SEGMENT_SAMPLING
     tasks = ("action",)
     splits = ("train", "val", "test")
     description = (

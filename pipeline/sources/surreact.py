@@ -37,7 +37,13 @@ import numpy as np
 import scipy.io as sio
 
 from pipeline.labelspace import lookup_table
-from pipeline.sources._synthetic_common import FRAME_STRIDE, decode_sampled, require_files, smpl_to_kinect
+from pipeline.sources._synthetic_common import (
+    FRAME_STRIDE,
+    SYNTHETIC_SAMPLING,
+    decode_sampled,
+    require_files,
+    smpl_to_kinect,
+)
 from pipeline.sources.base import Item, Option, Quarantine, Sample, Source, SourceError, file_fingerprint
 
 SEGM_SPACE = "unified"
@@ -151,6 +157,7 @@ class SurreactSource(Source):
     name = "surreact"
     version = "2"  # 2: SURREACT's kinect2smpl wrist/hand pairing; the shared ffmpeg decode
     tasks = ("depth", "segm", "pose3d")
+    sampling = SYNTHETIC_SAMPLING
     splits = ("train", "test")
     description = (
         "SURREACT SMPL humans (mp4 + _info/_segm.mat): body-part segm, Kinect-25 camera pose, depth if any"

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from pipeline import sources
-from pipeline.cli import build_parser, config_flag, config_from_args, main
-from pipeline.config import BuildConfig, field_comments
+from pipeline.cli import build_parser, config_from_args, main
+from pipeline.config import BuildConfig, config_flag, field_comments
 
 TINY = [
     "--frames",
