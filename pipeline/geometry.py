@@ -42,6 +42,15 @@ FULL = Window(0.0, 0.0, 1.0, 1.0)
 
 
 @dataclass(frozen=True)
+class Framing:
+    """How a source frame becomes the stored frame: the window kept and the short side it is scaled to."""
+
+    size: int  # the stored short side S
+    crop: str = "none"  # none: the whole frame, long side at most max_aspect short sides; centre: a square
+    max_aspect: float = 2.0
+
+
+@dataclass(frozen=True)
 class FrameGeometry:
     """Where the stored frame comes from in a `source_hw` frame, and its stored sizes."""
 
@@ -84,18 +93,21 @@ def label_hw(hw: tuple[int, int], stride: int) -> tuple[int, int]:
     return tuple(max(1, (side + stride // 2) // stride) for side in hw)  # type: ignore[return-value]
 
 
-def stored_geometry(
-    height: int, width: int, size: int, crop: str = "none", max_aspect: float = 2.0, label_stride: int = 1
-) -> FrameGeometry:
-    """The stored geometry of a `height x width` source frame: short side `size`, `crop`, `max_aspect`."""
-    box = kept_window(height, width, crop, max_aspect)
-    hw = scaled_hw(box[2], box[3], size)
+def stored_geometry(height: int, width: int, framing: Framing, label_stride: int = 1) -> FrameGeometry:
+    """The stored geometry of a `height x width` source frame under `framing`, labels at `label_stride`."""
+    box = kept_window(height, width, framing.crop, framing.max_aspect)
+    hw = scaled_hw(box[2], box[3], framing.size)
     return FrameGeometry((height, width), box, hw, label_hw(hw, label_stride))
+
+
+def config_framing(config: BuildConfig) -> Framing:
+    """The framing a build config asks for."""
+    return Framing(config.size, config.crop, config.max_aspect)
 
 
 def frame_geometry(height: int, width: int, config: BuildConfig) -> FrameGeometry:
     """The stored geometry of a `height x width` source frame under `config`."""
-    return stored_geometry(height, width, config.size, config.crop, config.max_aspect, config.label_stride)
+    return stored_geometry(height, width, config_framing(config), config.label_stride)
 
 
 def resize_frames(video: np.ndarray, geometry: FrameGeometry) -> np.ndarray:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.geometry import config_framing
 from pipeline.sources._real_common import find_dir, find_file, load_json
 from pipeline.sources.base import (
     Item,
@@ -141,14 +142,7 @@ class Ego4dSource(Source):
         wanted += [wanted[-1]] * short
         rate = self.option("fps")
         try:
-            cut = decode_window(
-                video,
-                wanted,
-                self.config.size,
-                rate=rate,
-                crop=self.config.crop,
-                max_aspect=self.config.max_aspect,
-            )
+            cut = decode_window(video, wanted, config_framing(self.config), rate=rate)
         except VideoError as error:
             raise Quarantine(str(error)) from None
         labelled = "state_change" in clip and clip["state_change"] is not None
