@@ -80,11 +80,6 @@ class BuildConfig:
         if self.num_samples is not None and self.num_samples < 0:
             raise ValueError(f"--num-samples must not be negative, got {self.num_samples}")
 
-    @property
-    def full_frame(self) -> bool:
-        """Whether the whole frame is kept (`--crop none`) rather than its centre square."""
-        return self.crop == "none"
-
     def option(self, name: str) -> str | None:
         """The value of adapter option `name` as given (`--option name=value`); None when not given.
 

@@ -65,11 +65,6 @@ class FrameGeometry:
         src_h, src_w = self.source_hw
         return Window(top / src_h, left / src_w, height / src_h, width / src_w)
 
-    @property
-    def cropped(self) -> bool:
-        """Whether any of the source frame was cut away."""
-        return self.crop_box[2:] != self.source_hw
-
 
 def kept_window(height: int, width: int, crop: str, max_aspect: float) -> tuple[int, int, int, int]:
     """(top, left, height, width) in pixels of the part of a `height x width` frame that is kept."""

@@ -101,10 +101,10 @@ def camera_rays(m_cam_from_uv: np.ndarray, height: int, width: int) -> np.ndarra
     return rays / np.linalg.norm(rays, axis=-1, keepdims=True)
 
 
-def planar_ratio(m_cam_from_uv: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Per-pixel factor `planar depth / distance` `[H,W]`: a point at distance d along a unit ray r
-    lies at planar depth d * (-r_z) (the camera looks down -z)."""
-    return (-camera_rays(m_cam_from_uv, height, width)[..., 2]).astype(np.float32)
+def planar_ratio(rays: np.ndarray) -> np.ndarray:
+    """Per-pixel factor `planar depth / distance` of unit view rays `[..., 3]`: a point at distance d
+    along a unit ray r lies at planar depth d * (-r_z) (the camera looks down -z)."""
+    return -rays[..., 2]
 
 
 @lru_cache(maxsize=8)
@@ -325,7 +325,7 @@ class HypersimSource(Source):
             raise Quarantine(f"frames of different sizes {sorted(shapes)}")
         height, width = next(iter(shapes))[:2]
         rays = self._label_pixels(_cached_rays(trajectory.m_cam_from_uv, height, width))
-        ratio = -rays[..., 2]
+        ratio = planar_ratio(rays)
         normals, flipped, invalid = {}, 0, 0
         for k, frame in decoded.items():  # distinct frames: each pixel counted once
             normals[k], away, bad = normals_to_opencv(frame[2], rays, np.isfinite(frame[1]))

@@ -51,7 +51,6 @@ FOCAL_PX = 600.0  # lens 60 mm on a 32 mm sensor at 320 px width
 NATIVE_WIDTH, NATIVE_HEIGHT = 320, 240
 DEPTH_BACKGROUND = 1e3  # metres; Blender writes ~1e10 where no surface is hit (SURREAL's loader test)
 _VIEW = re.compile(r"_v(\d{3})_r\d{2}$")
-_SEGM_VAR = re.compile(r"^segm_(\d+)$")
 
 
 # ----------------------------------------------------------------------------- camera and joints

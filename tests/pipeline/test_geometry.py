@@ -19,7 +19,7 @@ from pipeline.geometry import (
 
 def test_crop_none_keeps_a_16_9_frame_whole() -> None:
     geometry = frame_geometry(720, 1280, BuildConfig(size=256))
-    assert geometry.crop_box == (0, 0, 720, 1280) and not geometry.cropped
+    assert geometry.crop_box == (0, 0, 720, 1280)
     assert geometry.hw == (256, 455)  # 256 * 1280 / 720 = 455.1, rounded half up like ffmpeg's scale
     assert geometry.label_hw == (64, 114)  # label stride 4, rounded half up
 
@@ -32,7 +32,7 @@ def test_crop_centre_keeps_the_centre_square() -> None:
 @pytest.mark.parametrize(("hw", "box"), [((100, 500), (0, 150, 100, 200)), ((500, 100), (150, 0, 200, 100))])
 def test_a_long_side_beyond_max_aspect_is_centre_cropped_to_it(hw, box) -> None:
     geometry = stored_geometry(*hw, Framing(50, "none", 2.0))
-    assert geometry.crop_box == box and geometry.cropped
+    assert geometry.crop_box == box
     assert sorted(geometry.hw) == [50, 100]
 
 
