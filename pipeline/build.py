@@ -147,7 +147,7 @@ def _record(plan: BuildPlan, report: BuildReport, parts: dict[str, Part]) -> Bui
         tasks=tuple(adapter.tasks),
         adapter_version=adapter.version,
         label_spaces=label_spaces(plan.source, ordered),
-        shards=[part.shard_entry() for part in ordered if part.shard is not None],
+        shards=[record for part in ordered if (record := part.shard_record()) is not None],
         timings={
             "seconds": round(report.seconds, 3),
             "units_built": report.units_built,

@@ -18,7 +18,7 @@ from typing import Protocol
 
 from pipeline.config import LABEL_SPACES
 from pipeline.fileio import atomic_write_text, is_temporary
-from pipeline.manifest import uncommit
+from pipeline.manifest import ShardRecord, uncommit
 from pipeline.shards import file_sha256
 from pipeline.sources import SourceError
 
@@ -53,15 +53,11 @@ class Part:
         """How many of its samples were built (the rest are quarantined)."""
         return sum(row["status"] == "ok" for row in self.rows)
 
-    def shard_entry(self) -> dict:
-        """Its shard as build.json lists it."""
-        return {
-            "name": self.shard,
-            "split": self.split,
-            "samples": self.samples,
-            "bytes": self.bytes,
-            "sha256": self.sha256,
-        }
+    def shard_record(self) -> ShardRecord | None:
+        """Its shard as build.json lists it; None when it has none."""
+        if self.shard is None or self.sha256 is None:
+            return None
+        return ShardRecord(self.shard, self.split, self.samples, self.bytes, self.sha256)
 
 
 def part_path(out_dir: Path, shard: str) -> Path:

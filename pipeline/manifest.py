@@ -13,7 +13,7 @@ import platform
 import time
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -116,9 +116,20 @@ def read_build(source_dir: Path | str) -> dict:
     return build
 
 
+@dataclass(frozen=True)
+class ShardRecord:
+    """One shard as build.json lists it: readers check its size and sha256 before trusting it."""
+
+    name: str  # `<split>-NNNNNN.tar`
+    split: str
+    samples: int
+    bytes: int
+    sha256: str
+
+
 # What readers rely on in build.json: top-level key -> type, and the keys of each shard entry.
 _BUILD_KEYS = {"source": str, "config": dict, "config_hash": str, "shards": list, "counts": dict}
-_SHARD_KEYS = ("name", "split", "samples", "bytes", "sha256")
+_SHARD_KEYS = tuple(f.name for f in fields(ShardRecord))
 _COUNT_KEYS = ("samples", "quarantined", "splits")
 
 
@@ -177,7 +188,7 @@ class BuildRecord:
     tasks: tuple[str, ...]  # the tasks the adapter provides
     adapter_version: str
     label_spaces: dict[str, str | None]  # segm_space, box_space: the one space the samples name, or None
-    shards: list[dict]  # name, split, samples, bytes, sha256 of each shard, in name order
+    shards: list[ShardRecord]  # in name order
     timings: dict  # seconds, units_built, units_reused
 
 
@@ -205,7 +216,7 @@ def build_document(record: BuildRecord, rows: list[dict]) -> dict:
             "webdataset": version("webdataset"),
         },
         "counts": _counts(rows),
-        "shards": record.shards,
+        "shards": [asdict(shard) for shard in record.shards],
         "timings": {"finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **record.timings},
     }
 
