@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pipeline.build import build_source
+from pipeline.build import BuildRequest, build_source
 from pipeline.config import BuildConfig
 from pipeline.parallel import local_ray
 from pipeline.reader import iter_samples, shard_paths
@@ -59,14 +59,16 @@ def run_bench(num_samples: int = 48, workers: int = 0, work_dir: Path | None = N
         lines = [f"pvit-pipeline bench: {num_samples} procedural clips per geometry (train split only)"]
         for geometry in GEOMETRIES:
             # Small units (shards) so that every worker has several to build.
-            config = BuildConfig(**geometry, num_samples=num_samples, samples_per_unit=8)
+            config = BuildConfig(**geometry, num_samples=num_samples, samples_per_shard=8)
             label = f"{geometry['frames']}x{geometry['size']}^2"
             render = _render_only_rate(config, min(num_samples, 16))
             for count in sorted({0, workers}):
                 target = out / f"{label}-w{count}"
                 with local_ray(count) if count else contextlib.nullcontext():
                     started = time.perf_counter()
-                    report = build_source("procedural", target, config, splits=["train"], workers=count)
+                    report = build_source(
+                        BuildRequest("procedural", target, config, splits=["train"], workers=count)
+                    )
                     rate = report.samples / (time.perf_counter() - started)
                 mode = "serial" if count == 0 else f"ray x{count}"
                 lines.append(

@@ -15,20 +15,25 @@ line on stderr and exit code 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
+import typing
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
-from pipeline.config import BuildConfig, parse_options
+from pipeline.config import BuildConfig, config_flag, field_comments, parse_options
+from pipeline.fileio import first_line
 from pipeline.manifest import QUARANTINE, BuildDirError, read_build
+from pipeline.parallel import CONNECT_TIMEOUT, ClusterUnreachable
 
 if TYPE_CHECKING:
     from pipeline.build import BuildReport
 
 PROG = "pvit-pipeline"
 USAGE_ERROR = 2
+MESSAGE_LIMIT = 1000  # characters of a one-line error: long paths must not cut off its advice
 
 
 class UsageError(Exception):
@@ -53,71 +58,7 @@ def _positive_int(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description="PViT data engine: raw datasets -> WebDataset shards")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-
-    build = commands.add_parser("build", help="build or update the shards of one source")
-    build.add_argument("--source", required=True, help="adapter name (see `pvit-pipeline sources`)")
-    build.add_argument("--root", type=Path, help="the raw dataset's directory, in its released layout")
-    build.add_argument("--out", type=Path, default=Path("shards"), help="output directory (default: shards/)")
-    build.add_argument("--split", action="append", help="split to build (repeatable; default: all)")
-    build.add_argument("--frames", type=_positive_int, default=16, help="frames per clip (default 16)")
-    build.add_argument(
-        "--sampling-rate",
-        type=_positive_int,
-        help="source frames between clip frames, fixed-stride sources (default: the adapter's, e.g. 4)",
-    )
-    build.add_argument(
-        "--size", type=_positive_int, default=256, help="stored short side in pixels (default 256)"
-    )
-    build.add_argument(
-        "--crop",
-        default="none",
-        help="none: keep the whole frame at its aspect ratio; centre: the centre square only (default none)",
-    )
-    build.add_argument(
-        "--max-aspect",
-        type=float,
-        default=2.0,
-        help="crop none: a long side beyond this many short sides is centre-cropped to it (default 2.0)",
-    )
-    build.add_argument(
-        "--label-stride",
-        type=_positive_int,
-        default=4,
-        help="dense label maps are [H/k, W/k] of the stored frame (default 4)",
-    )
-    build.add_argument(
-        "--train-views",
-        type=_positive_int,
-        default=1,
-        help="independent train-mode temporal samplings stored per training video (default 1)",
-    )
-    build.add_argument("--codec", default="npy", help="video codec: npy (raw) or jpeg (default npy)")
-    build.add_argument("--jpeg-quality", type=_positive_int, default=90, help="JPEG quality (default 90)")
-    build.add_argument("--max-objects", type=_positive_int, default=8, help="box slots per frame (default 8)")
-    build.add_argument(
-        "--seed", type=_positive_int, default=0, help="seed of every random choice (default 0)"
-    )
-    build.add_argument("--num-samples", type=_positive_int, help="procedural: training clips to render")
-    build.add_argument("--samples-per-shard", type=_positive_int, default=32, help="mean samples per shard")
-    build.add_argument("--option", action="append", default=[], metavar="NAME=VALUE", help="adapter option")
-    build.add_argument(
-        "--workers",
-        type=_positive_int,
-        default=os.cpu_count() or 1,
-        help="local Ray workers (default: one per CPU); 0 = serial, in-process",
-    )
-    build.add_argument("--ray-address", help="join a running Ray cluster (e.g. auto)")
-    build.add_argument(
-        "--ray-timeout",
-        type=float,
-        default=15.0,
-        help="seconds to wait for --ray-address to answer before giving up (default 15)",
-    )
-    build.add_argument(
-        "--verify", action="store_true", help="re-hash existing shards; rebuild any whose bytes changed"
-    )
-    build.add_argument("--quiet", action="store_true", help="no progress bar")
-
+    _add_build(commands.add_parser("build", help="build or update the shards of one source"))
     sources = commands.add_parser("sources", help="list the source adapters; with NAME, that one's options")
     sources.add_argument("name", nargs="?", help="an adapter: its splits, tasks and every --option it reads")
     info = commands.add_parser("info", help="counts per split and task, config, quarantine")
@@ -137,6 +78,61 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--workers", type=_positive_int, default=0)
     bench.add_argument("--work-dir", type=Path, help="where to build (default: a temporary directory)")
     return parser
+
+
+def _add_build(build: argparse.ArgumentParser) -> None:
+    """`build`'s flags: what and where, then one per `BuildConfig` field, then how the build runs."""
+    build.add_argument("--source", required=True, help="adapter name (see `pvit-pipeline sources`)")
+    build.add_argument("--root", type=Path, help="the raw dataset's directory, in its released layout")
+    build.add_argument("--out", type=Path, default=Path("shards"), help="output directory (default: shards/)")
+    build.add_argument("--split", action="append", help="split to build (repeatable; default: all)")
+    _add_config_flags(build)
+    build.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=os.cpu_count() or 1,
+        help="local Ray workers (default: one per CPU); 0 = serial, in-process",
+    )
+    build.add_argument("--ray-address", help="join a running Ray cluster (e.g. auto)")
+    build.add_argument(
+        "--ray-timeout",
+        type=float,
+        default=CONNECT_TIMEOUT,
+        help=f"seconds to wait for --ray-address to answer before giving up (default {CONNECT_TIMEOUT:g})",
+    )
+    build.add_argument(
+        "--verify", action="store_true", help="re-hash existing shards; rebuild any whose bytes changed"
+    )
+    build.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _add_config_flags(build: argparse.ArgumentParser) -> None:
+    """One flag per `BuildConfig` field, its type, default and help (the field's comment) from the field."""
+    hints = typing.get_type_hints(BuildConfig)
+    comments = field_comments(BuildConfig)
+    for f in dataclasses.fields(BuildConfig):
+        default = f.default
+        shown = "" if default in (None, ()) else f" (default {default})"
+        help_text = (comments.get(f.name, "") + shown).replace("%", "%%")  # argparse %-formats help
+        if f.name == "options":
+            build.add_argument(
+                config_flag(f.name),
+                dest=f.name,
+                action="append",
+                default=[],
+                metavar="NAME=VALUE",
+                help=help_text,
+            )
+            continue
+        kind = int if int in typing.get_args(hints[f.name]) else hints[f.name]
+        parse = _positive_int if kind is int else kind
+        build.add_argument(config_flag(f.name), dest=f.name, type=parse, default=default, help=help_text)
+
+
+def config_from_args(args: argparse.Namespace) -> BuildConfig:
+    """The `BuildConfig` the `build` flags give; `ValueError` (one line) for a bad value."""
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(BuildConfig)}
+    return BuildConfig(**{**values, "options": parse_options(values["options"])})
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -160,41 +156,25 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from pipeline.build import build_source
-    from pipeline.parallel import ClusterUnreachable
+    from pipeline.build import BuildRequest, build_source
     from pipeline.sources import SourceError
 
     try:
-        config = BuildConfig(
-            frames=args.frames,
-            sampling_rate=args.sampling_rate,
-            size=args.size,
-            crop=args.crop,
-            max_aspect=args.max_aspect,
-            label_stride=args.label_stride,
-            train_views=args.train_views,
-            codec=args.codec,
-            jpeg_quality=args.jpeg_quality,
-            max_objects=args.max_objects,
-            seed=args.seed,
-            options=parse_options(args.option),
-            samples_per_unit=args.samples_per_shard,
-            num_samples=args.num_samples,
-        )
-        report = build_source(
+        request = BuildRequest(
             args.source,
             args.out,
-            config,
+            config_from_args(args),
             root=args.root,
-            splits=args.split,
+            splits=args.split or (),
             workers=args.workers,
             ray_address=args.ray_address,
+            ray_timeout=args.ray_timeout,
             progress=not args.quiet,
             verify=args.verify,
-            ray_timeout=args.ray_timeout,
         )
+        report = build_source(request)
     except (ValueError, SourceError, ClusterUnreachable) as error:
-        raise UsageError(str(error).splitlines()[0]) from None
+        raise UsageError(first_line(error, limit=MESSAGE_LIMIT)) from None
     print(summarise(report))
     return 0
 

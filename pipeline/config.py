@@ -1,18 +1,27 @@
-"""The build configuration, its stable hash, and build.json read back typed (`BuildInfo`).
+"""The build configuration, its stable hash, and the help text of its fields.
 
 The hash covers every field that changes the bytes of a sample, plus the adapter's name and
 version and the shard format version, so a changed `--size` or a new adapter release produces a
 new hash and the engine regenerates what it affects. Fields that only decide *how* the build runs
 (workers, the Ray address, how many procedural samples exist) stay out of it.
+
+Each field's trailing comment is its documentation: `pvit-pipeline build --help` shows it
+(`field_comments`), so the CLI flag `--frames` and the field `frames` are one setting with one text.
 """
 
 from __future__ import annotations
 
+import ast
+import functools
 import hashlib
+import inspect
+import io
 import json
+import textwrap
+import tokenize
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, overload
+from typing import Any
 
 # Bump when the shard layout or build.json changes (2: full frames, label stride, views; 3: build.json
 # records the label spaces). A bump changes every config hash, so `pvit-pipeline build` regenerates.
@@ -28,20 +37,20 @@ class BuildConfig:
     """What one `pvit-pipeline build` produces. Validated on construction."""
 
     frames: int = 16  # frames T per clip
-    sampling_rate: int | None = None  # frames between clip frames, fixed-stride sources; None = the adapter's
+    sampling_rate: int | None = None  # source frames between clip frames, fixed-stride sources (unset: 4)
     size: int = 256  # stored short side S, in pixels
     crop: str = "none"  # none: the whole frame at its aspect ratio; centre: the centre S x S square only
     max_aspect: float = 2.0  # crop none: a long side beyond this many short sides is centre-cropped to it
     label_stride: int = 4  # dense label maps are [T, H/k, W/k] of the stored [H, W] frame
     train_views: int = 1  # independent train-mode temporal samplings stored per training video
-    codec: str = "npy"  # video.npy (raw uint8) or per-frame JPEG
-    jpeg_quality: int = 90  # only used by the jpeg codec
+    codec: str = "npy"  # npy: video.npy (raw uint8, fastest to read); jpeg: one JPEG per frame (smaller)
+    jpeg_quality: int = 90  # JPEG quality, used by the jpeg codec only
     max_objects: int = 8  # O, the box slots per frame in boxes.npy
     seed: int = 0  # seeds every random choice an adapter makes (procedural scenes, view sampling)
-    options: tuple[tuple[str, str], ...] = ()  # adapter-specific settings, as sorted (name, value)
+    options: tuple[tuple[str, str], ...] = ()  # adapter setting, repeatable (`sources NAME` lists them)
     # Not hashed: they change how the work is scheduled, never a sample's bytes.
-    samples_per_unit: int = field(default=32, compare=False)  # mean samples per work unit (= shard)
-    num_samples: int | None = field(default=None, compare=False)  # procedural: how many clips per split
+    samples_per_shard: int = field(default=32, compare=False)  # mean samples per shard (= per work unit)
+    num_samples: int | None = field(default=None, compare=False)  # procedural: clips to render per split
 
     def __post_init__(self) -> None:
         if self.frames < 1:
@@ -66,29 +75,24 @@ class BuildConfig:
             raise ValueError(f"--jpeg-quality must be between 1 and 100, got {self.jpeg_quality}")
         if self.max_objects < 1:
             raise ValueError(f"--max-objects must be at least 1, got {self.max_objects}")
-        if self.samples_per_unit < 1:
-            raise ValueError(f"--samples-per-shard must be at least 1, got {self.samples_per_unit}")
+        if self.samples_per_shard < 1:
+            raise ValueError(f"--samples-per-shard must be at least 1, got {self.samples_per_shard}")
         if self.num_samples is not None and self.num_samples < 0:
             raise ValueError(f"--num-samples must not be negative, got {self.num_samples}")
 
-    @property
-    def full_frame(self) -> bool:
-        """Whether the whole frame is kept (`--crop none`) rather than its centre square."""
-        return self.crop == "none"
+    def option(self, name: str) -> str | None:
+        """The value of adapter option `name` as given (`--option name=value`); None when not given.
 
-    @overload
-    def option(self, name: str, default: str) -> str: ...
-    @overload
-    def option(self, name: str, default: None = None) -> str | None: ...
-    def option(self, name: str, default: str | None = None) -> str | None:
-        """The value of adapter option `name` (`--option name=value`), or `default`."""
-        return dict(self.options).get(name, default)
+        Adapters read their options typed, with their declared defaults, through `Source.option`.
+        """
+        return dict(self.options).get(name)
 
     def hashed_fields(self, adapter: str, adapter_version: str) -> dict:
         """Everything that decides the output bytes, as a JSON-able dict."""
-        fields = {k: v for k, v in asdict(self).items() if k not in ("samples_per_unit", "num_samples")}
-        fields["options"] = [list(pair) for pair in self.options]
-        return {"format": FORMAT_VERSION, "adapter": adapter, "adapter_version": adapter_version, **fields}
+        hashed = {f.name for f in fields(self) if f.compare}
+        values = {k: v for k, v in asdict(self).items() if k in hashed}
+        values["options"] = [list(pair) for pair in self.options]
+        return {"format": FORMAT_VERSION, "adapter": adapter, "adapter_version": adapter_version, **values}
 
     @classmethod
     def from_json(cls, hashed: Mapping[str, Any]) -> BuildConfig:
@@ -120,42 +124,6 @@ class BuildConfig:
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
-@dataclass(frozen=True)
-class BuildInfo:
-    """What a reader of the shards needs from build.json, typed; `from_json` is its one reader."""
-
-    source: str
-    config: BuildConfig  # the geometry: frames, size, crop, label_stride, max_objects, codec, ...
-    config_hash: str
-    tasks: tuple[str, ...]  # the tasks the adapter provides
-    segm_space: str | None  # the label space of segm.npy (the samples' meta.json); None = no segm
-    box_space: str | None  # the label space of boxes_cls.npy; None = no boxes
-    shards: tuple[dict, ...]  # build.json "shards": name, split, samples, bytes, sha256
-
-    @classmethod
-    def from_json(cls, build: Mapping[str, Any]) -> BuildInfo:
-        """Type a parsed build.json (`pipeline.manifest.read_build` checked its common keys).
-
-        One-line ValueError, saying to rebuild, when it lacks what this version writes.
-        """
-        config = BuildConfig.from_json(build["config"])  # first: another format says so, whatever it lacks
-        missing = [key for key in ("tasks", *LABEL_SPACES) if key not in build]
-        if missing:
-            raise ValueError(
-                f"lacks {missing[0]!r} (written by an older pvit-pipeline): "
-                f"rebuild the source with `pvit-pipeline build`"
-            )
-        return cls(
-            source=build["source"],
-            config=config,
-            config_hash=build["config_hash"],
-            tasks=tuple(build["tasks"]),
-            segm_space=build["segm_space"],
-            box_space=build["box_space"],
-            shards=tuple(build["shards"]),
-        )
-
-
 def parse_options(pairs: list[str]) -> tuple[tuple[str, str], ...]:
     """Turn `["a=1", "b=x"]` into the sorted tuple `BuildConfig.options` holds."""
     parsed = {}
@@ -165,3 +133,31 @@ def parse_options(pairs: list[str]) -> tuple[tuple[str, str], ...]:
             raise ValueError(f"--option expects NAME=VALUE, got {pair!r}")
         parsed[name] = value
     return tuple(sorted(parsed.items()))
+
+
+def config_flag(name: str) -> str:
+    """The `pvit-pipeline build` flag of `BuildConfig` field `name` (`options`: `--option`, one at a time)."""
+    return "--option" if name == "options" else "--" + name.replace("_", "-")
+
+
+@functools.cache
+def field_comments(cls: type) -> dict[str, str]:
+    """The trailing `# comment` of each field of dataclass `cls`, by field name: the field's help text.
+
+    A comment must end the field's (last) line; a comment line above a field documents a group.
+    """
+    source = textwrap.dedent(inspect.getsource(cls))
+    comments = {
+        token.start[0]: token.string[1:].strip()
+        for token in tokenize.generate_tokens(io.StringIO(source).readline)
+        if token.type == tokenize.COMMENT
+    }
+    (node,) = ast.parse(source).body
+    assert isinstance(node, ast.ClassDef)
+    return {
+        statement.target.id: comments[statement.end_lineno or statement.lineno]
+        for statement in node.body
+        if isinstance(statement, ast.AnnAssign)
+        and isinstance(statement.target, ast.Name)
+        and (statement.end_lineno or statement.lineno) in comments
+    }

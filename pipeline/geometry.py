@@ -12,6 +12,8 @@ The integer rules here are ffmpeg's, because real video is cut and scaled inside
 graph (`pipeline.video`): the window's pixel size is truncated, its offset is `trunc((iw-ow)/2)`,
 and the scaled long side is `av_rescale(S, long, short)` (round half up), as the scale filter
 computes a `-1` dimension. `pipeline.video` checks the decoded frame against `frame_geometry`.
+
+`fit_sample` applies all of it to one clip and its labels: the one call the build makes per sample.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import numpy as np
 from PIL import Image
 
 from pipeline.config import BuildConfig
+from pipeline.schema import DENSE_MEMBERS, SampleError
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,15 @@ FULL = Window(0.0, 0.0, 1.0, 1.0)
 
 
 @dataclass(frozen=True)
+class Framing:
+    """How a source frame becomes the stored frame: the window kept and the short side it is scaled to."""
+
+    size: int  # the stored short side S
+    crop: str = "none"  # none: the whole frame, long side at most max_aspect short sides; centre: a square
+    max_aspect: float = 2.0
+
+
+@dataclass(frozen=True)
 class FrameGeometry:
     """Where the stored frame comes from in a `source_hw` frame, and its stored sizes."""
 
@@ -52,11 +64,6 @@ class FrameGeometry:
         top, left, height, width = self.crop_box
         src_h, src_w = self.source_hw
         return Window(top / src_h, left / src_w, height / src_h, width / src_w)
-
-    @property
-    def cropped(self) -> bool:
-        """Whether any of the source frame was cut away."""
-        return self.crop_box[2:] != self.source_hw
 
 
 def kept_window(height: int, width: int, crop: str, max_aspect: float) -> tuple[int, int, int, int]:
@@ -81,18 +88,21 @@ def label_hw(hw: tuple[int, int], stride: int) -> tuple[int, int]:
     return tuple(max(1, (side + stride // 2) // stride) for side in hw)  # type: ignore[return-value]
 
 
-def stored_geometry(
-    height: int, width: int, size: int, crop: str = "none", max_aspect: float = 2.0, label_stride: int = 1
-) -> FrameGeometry:
-    """The stored geometry of a `height x width` source frame: short side `size`, `crop`, `max_aspect`."""
-    box = kept_window(height, width, crop, max_aspect)
-    hw = scaled_hw(box[2], box[3], size)
+def stored_geometry(height: int, width: int, framing: Framing, label_stride: int = 1) -> FrameGeometry:
+    """The stored geometry of a `height x width` source frame under `framing`, labels at `label_stride`."""
+    box = kept_window(height, width, framing.crop, framing.max_aspect)
+    hw = scaled_hw(box[2], box[3], framing.size)
     return FrameGeometry((height, width), box, hw, label_hw(hw, label_stride))
+
+
+def config_framing(config: BuildConfig) -> Framing:
+    """The framing a build config asks for."""
+    return Framing(config.size, config.crop, config.max_aspect)
 
 
 def frame_geometry(height: int, width: int, config: BuildConfig) -> FrameGeometry:
     """The stored geometry of a `height x width` source frame under `config`."""
-    return stored_geometry(height, width, config.size, config.crop, config.max_aspect, config.label_stride)
+    return stored_geometry(height, width, config_framing(config), config.label_stride)
 
 
 def resize_frames(video: np.ndarray, geometry: FrameGeometry) -> np.ndarray:
@@ -159,3 +169,74 @@ def pad_box_slots(boxes: np.ndarray, classes: np.ndarray, slots: int) -> tuple[n
         out_boxes[t, : len(kept)] = boxes[t, kept]
         out_classes[t, : len(kept)] = classes[t, kept]
     return out_boxes, out_classes
+
+
+@dataclass(frozen=True)
+class FittedSample:
+    """A clip and its labels in the stored geometry."""
+
+    video: np.ndarray  # uint8 [T, H, W, 3], short side `size`
+    labels: dict[
+        str, np.ndarray
+    ]  # dense maps on the label grid; boxes in the stored frame, padded to the slots
+    geometry: FrameGeometry
+
+
+def fit_sample(
+    video: np.ndarray,
+    labels: dict[str, np.ndarray],
+    config: BuildConfig,
+    source_hw: tuple[int, int] | None = None,
+    dense_on_grid: bool = False,
+) -> FittedSample:
+    """Frame a clip: the kept window at short side `size`, dense maps on the label grid, boxes
+    normalised to the stored frame and padded to `max_objects` slots; `SampleError` when they do not fit.
+
+    `video` is `[T, h, w, 3]` at the source size, or already framed by the decoder, in which case
+    `source_hw` is the source frame it came from. `dense_on_grid`: the dense maps were sampled with
+    `label_pixels` already (their resampling here is then the identity, and their size is checked).
+    """
+    height, width = source_hw or video.shape[1:3]
+    geometry = frame_geometry(height, width, config)
+    fitted = dict(labels)
+    for name in DENSE_MEMBERS:
+        if name in fitted:
+            fitted[name] = _fit_dense(name, fitted[name], geometry, dense_on_grid)
+    if "boxes.npy" in fitted or "boxes_cls.npy" in fitted:
+        fitted["boxes.npy"], fitted["boxes_cls.npy"] = _fit_boxes(fitted, geometry, config.max_objects)
+    return FittedSample(_fit_frames(video, geometry), fitted, geometry)
+
+
+def _fit_frames(video: np.ndarray, geometry: FrameGeometry) -> np.ndarray:
+    """The stored frames: as they are when the decoder already framed them, else resized here."""
+    if video.shape[1:3] == geometry.hw:
+        return np.ascontiguousarray(video)
+    if video.shape[1:3] != geometry.source_hw:
+        (src_h, src_w), (out_h, out_w) = geometry.source_hw, geometry.hw
+        raise SampleError(
+            f"video frames are {video.shape[2]}x{video.shape[1]}, neither the source size "
+            f"{src_w}x{src_h} nor the stored {out_w}x{out_h}"
+        )
+    return resize_frames(video, geometry)
+
+
+def _fit_dense(name: str, array: np.ndarray, geometry: FrameGeometry, on_grid: bool) -> np.ndarray:
+    if array.ndim < 3:
+        raise SampleError(f"{name}: shape {array.shape}, expected [T,h,w,...]")
+    if not on_grid:
+        return resize_map(array, geometry)
+    if array.shape[1:3] != geometry.label_hw:
+        raise SampleError(f"{name}: {array.shape[1:3]} is not the label grid {geometry.label_hw}")
+    return np.ascontiguousarray(array)
+
+
+def _fit_boxes(
+    labels: dict[str, np.ndarray], geometry: FrameGeometry, slots: int
+) -> tuple[np.ndarray, np.ndarray]:
+    if not {"boxes.npy", "boxes_cls.npy"} <= set(labels):
+        raise SampleError("boxes.npy and boxes_cls.npy must come together")
+    boxes, classes = labels["boxes.npy"], labels["boxes_cls.npy"]
+    if boxes.ndim != 3 or boxes.shape[-1] != 4 or classes.shape != boxes.shape[:2]:
+        raise SampleError(f"boxes {boxes.shape} / boxes_cls {classes.shape}, expected [T,N,4] / [T,N]")
+    boxes, classes = crop_boxes(boxes, classes, geometry.window)
+    return pad_box_slots(boxes, classes, slots)

@@ -1,20 +1,32 @@
 """`manifest.parquet` (one row per sample, quarantined ones included) and `build.json` (DESIGN §4).
 
 `build.json` is written last, through a rename: it is the commit marker of a build. A source
-directory without it is a build in progress (or an interrupted one), and readers refuse it.
+directory without it is a build in progress (or an interrupted one), and readers refuse it. This
+module is the one place that reads and writes it: `commit` writes a build's manifest, quarantine
+list and build.json; `read_build` reads it back checked, `BuildInfo` typed.
 """
 
 from __future__ import annotations
 
 import json
+import platform
+import time
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.schema import TASKS
-from pipeline.shards import encode_json, write_atomic
+from pipeline import __version__
+from pipeline.config import LABEL_SPACES, BuildConfig
+from pipeline.fileio import atomic_write, atomic_write_bytes, first_line
+from pipeline.schema import TASKS, tasks_of
+from pipeline.shards import encode_json
 
 BUILD_JSON = "build.json"
 MANIFEST = "manifest.parquet"
@@ -58,9 +70,7 @@ def manifest_row(**fields: Any) -> dict:
 
 def write_manifest(path: Path, rows: list[dict]) -> None:
     table = pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA)
-    tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(table, tmp, compression="zstd")
-    tmp.replace(path)
+    atomic_write(path, lambda tmp: pq.write_table(table, tmp, compression="zstd"))
 
 
 def read_manifest(source_dir: Path) -> pa.Table:
@@ -72,8 +82,9 @@ def read_manifest(source_dir: Path) -> pa.Table:
     try:
         table = pq.read_table(path)
     except (OSError, pa.ArrowException) as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise BuildDirError(f"{path}: unreadable ({first}); rebuild the source to restore it") from None
+        raise BuildDirError(
+            f"{path}: unreadable ({first_line(error)}); rebuild the source to restore it"
+        ) from None
     missing = [name for name in MANIFEST_SCHEMA.names if name not in table.column_names]
     if missing:
         raise BuildDirError(f"{path}: lacks column(s) {', '.join(missing)}; rebuild the source")
@@ -81,7 +92,9 @@ def read_manifest(source_dir: Path) -> pa.Table:
 
 
 def write_build(source_dir: Path, build: dict) -> None:
-    write_atomic(Path(source_dir) / BUILD_JSON, json.dumps(build, indent=2, sort_keys=True).encode() + b"\n")
+    atomic_write_bytes(
+        Path(source_dir) / BUILD_JSON, json.dumps(build, indent=2, sort_keys=True).encode() + b"\n"
+    )
 
 
 def read_build(source_dir: Path | str) -> dict:
@@ -103,9 +116,20 @@ def read_build(source_dir: Path | str) -> dict:
     return build
 
 
+@dataclass(frozen=True)
+class ShardRecord:
+    """One shard as build.json lists it: readers check its size and sha256 before trusting it."""
+
+    name: str  # `<split>-NNNNNN.tar`
+    split: str
+    samples: int
+    bytes: int
+    sha256: str
+
+
 # What readers rely on in build.json: top-level key -> type, and the keys of each shard entry.
 _BUILD_KEYS = {"source": str, "config": dict, "config_hash": str, "shards": list, "counts": dict}
-_SHARD_KEYS = ("name", "split", "samples", "bytes", "sha256")
+_SHARD_KEYS = tuple(f.name for f in fields(ShardRecord))
 _COUNT_KEYS = ("samples", "quarantined", "splits")
 
 
@@ -127,4 +151,125 @@ def _build_json_problem(build: object) -> str | None:
 
 def write_quarantine(source_dir: Path, rows: list[dict]) -> None:
     lines = [encode_json({k: row[k] for k in ("split", "id", "reason", "fingerprint")}) for row in rows]
-    write_atomic(Path(source_dir) / QUARANTINE, b"".join(line + b"\n" for line in lines))
+    atomic_write_bytes(Path(source_dir) / QUARANTINE, b"".join(line + b"\n" for line in lines))
+
+
+def uncommit(source_dir: Path) -> None:
+    """Remove build.json first of all when a build starts changing a directory: readers then refuse it."""
+    (Path(source_dir) / BUILD_JSON).unlink(missing_ok=True)
+
+
+def committed_hash(source_dir: Path) -> str | None:
+    """The config hash of the build committed in `source_dir`; None when no readable build.json is there."""
+    try:
+        return read_build(source_dir)["config_hash"]
+    except (BuildDirError, OSError):
+        return None
+
+
+def commit_matches(source_dir: Path, shards: set[tuple[str, int, str | None]], rows: int) -> bool:
+    """Whether the commit on disk is whole and is of these shards: build.json lists exactly `shards`
+    (name, bytes, sha256), the manifest holds `rows` rows, and the quarantine list is there."""
+    try:
+        listed = {(s["name"], s["bytes"], s["sha256"]) for s in read_build(source_dir)["shards"]}
+        held = pq.read_metadata(Path(source_dir) / MANIFEST).num_rows
+    except Exception:  # any unreadable or missing file means "repair"
+        return False
+    return listed == shards and held == rows and (Path(source_dir) / QUARANTINE).is_file()
+
+
+@dataclass(frozen=True)
+class BuildRecord:
+    """What build.json records of a finished build besides the counts, which the manifest rows give."""
+
+    source: str
+    config: dict  # `BuildConfig.hashed_fields`: every setting that decides the bytes
+    config_hash: str
+    tasks: tuple[str, ...]  # the tasks the adapter provides
+    adapter_version: str
+    label_spaces: dict[str, str | None]  # segm_space, box_space: the one space the samples name, or None
+    shards: list[ShardRecord]  # in name order
+    timings: dict  # seconds, units_built, units_reused
+
+
+def commit(source_dir: Path, record: BuildRecord, rows: list[dict]) -> None:
+    """Write manifest.parquet and quarantine.jsonl, then build.json: the commit marker goes last."""
+    write_manifest(Path(source_dir) / MANIFEST, rows)
+    write_quarantine(source_dir, [row for row in rows if row["status"] == "quarantined"])
+    write_build(source_dir, build_document(record, rows))
+
+
+def build_document(record: BuildRecord, rows: list[dict]) -> dict:
+    """The content of build.json."""
+    return {
+        "source": record.source,
+        "config": record.config,
+        "config_hash": record.config_hash,
+        "tasks": list(record.tasks),
+        **record.label_spaces,
+        "versions": {
+            "pvit-pipeline": __version__,
+            "adapter": record.adapter_version,
+            "python": platform.python_version(),
+            "numpy": np.__version__,
+            "pyarrow": version("pyarrow"),
+            "webdataset": version("webdataset"),
+        },
+        "counts": _counts(rows),
+        "shards": [asdict(shard) for shard in record.shards],
+        "timings": {"finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **record.timings},
+    }
+
+
+def _counts(rows: list[dict]) -> dict:
+    """Samples and quarantined inputs, in all and per split, with the samples per task."""
+    per_split: dict[str, dict] = {}
+    for row in rows:
+        counts = per_split.setdefault(row["split"], {"samples": 0, "quarantined": 0, "tasks": Counter()})
+        if row["status"] == "ok":
+            counts["samples"] += 1
+            counts["tasks"].update(tasks_of(row["mask"]))
+        else:
+            counts["quarantined"] += 1
+    ok = sum(row["status"] == "ok" for row in rows)
+    return {
+        "samples": ok,
+        "quarantined": len(rows) - ok,
+        "splits": {split: {**c, "tasks": dict(sorted(c["tasks"].items()))} for split, c in per_split.items()},
+    }
+
+
+@dataclass(frozen=True)
+class BuildInfo:
+    """What a reader of the shards needs from build.json, typed; `from_json` is its one reader."""
+
+    source: str
+    config: BuildConfig  # the geometry: frames, size, crop, label_stride, max_objects, codec, ...
+    config_hash: str
+    tasks: tuple[str, ...]  # the tasks the adapter provides
+    segm_space: str | None  # the label space of segm.npy (the samples' meta.json); None = no segm
+    box_space: str | None  # the label space of boxes_cls.npy; None = no boxes
+    shards: tuple[dict, ...]  # build.json "shards": name, split, samples, bytes, sha256
+
+    @classmethod
+    def from_json(cls, build: Mapping[str, Any]) -> BuildInfo:
+        """Type a parsed build.json (`read_build` checked its common keys).
+
+        One-line ValueError, saying to rebuild, when it lacks what this version writes.
+        """
+        config = BuildConfig.from_json(build["config"])  # first: another format says so, whatever it lacks
+        missing = [key for key in ("tasks", *LABEL_SPACES) if key not in build]
+        if missing:
+            raise ValueError(
+                f"lacks {missing[0]!r} (written by an older pvit-pipeline): "
+                f"rebuild the source with `pvit-pipeline build`"
+            )
+        return cls(
+            source=build["source"],
+            config=config,
+            config_hash=build["config_hash"],
+            tasks=tuple(build["tasks"]),
+            segm_space=build["segm_space"],
+            box_space=build["box_space"],
+            shards=tuple(build["shards"]),
+        )

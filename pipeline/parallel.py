@@ -1,8 +1,8 @@
 """The one module that knows about Ray.
 
-`run()` maps a function over work units and hands each result to a callback as it arrives:
-serially in-process with `workers=0` (debugging, tests), on a local Ray instance with
-`workers=N`, or on a running cluster with `ray_address="auto"`. Tasks are retried when a worker
+`run()` maps a function over work units and hands each result to a callback as it arrives, where
+`Workers` says: serially in-process with `count=0` (debugging, tests), on a local Ray instance
+with `count=N`, or on a running cluster with `address="auto"`. Tasks are retried when a worker
 dies (`max_retries`); they must be idempotent and return small metadata only, since results travel
 through the object store to the driver.
 """
@@ -13,6 +13,7 @@ import contextlib
 import logging
 import socket
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -21,6 +22,19 @@ R = TypeVar("R")
 MAX_RETRIES = 3  # Ray re-runs a task this many times when its worker process dies
 INFLIGHT_PER_WORKER = 2  # submitted-but-unfinished tasks per worker: enough to hide scheduling gaps
 CONNECT_TIMEOUT = 15.0  # seconds to reach a --ray-address before giving up (Ray itself waits minutes)
+
+
+@dataclass(frozen=True)
+class Workers:
+    """Where `run()` runs its tasks."""
+
+    count: int = 0  # local Ray workers; 0 (and no address) = serially, in this process
+    address: str | None = None  # a running Ray cluster to join ("auto", host:port, ray://host:port)
+    timeout: float = CONNECT_TIMEOUT  # seconds to wait for `address` to answer
+
+    @property
+    def serial(self) -> bool:
+        return self.count == 0 and self.address is None
 
 
 class ClusterUnreachable(ConnectionError):
@@ -66,24 +80,19 @@ def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT) -> None:
 
 
 def run(
-    fn: Callable[[T], R],
-    tasks: Sequence[T],
-    on_result: Callable[[R], Any],
-    workers: int = 0,
-    ray_address: str | None = None,
-    timeout: float = CONNECT_TIMEOUT,
+    fn: Callable[[T], R], tasks: Sequence[T], on_result: Callable[[R], Any], workers: Workers = Workers()
 ) -> None:
     """Call `fn(task)` for every task and `on_result(result)` in the driver as each finishes.
 
-    `timeout` bounds the wait for a cluster at `ray_address` (`ClusterUnreachable` after it).
+    `ClusterUnreachable` when `workers.address` does not answer within `workers.timeout`.
     """
     if not tasks:
         return
-    if workers == 0 and ray_address is None:
+    if workers.serial:
         for task in tasks:
             on_result(fn(task))
         return
-    _run_on_ray(fn, tasks, on_result, workers, ray_address, timeout)
+    _run_on_ray(fn, tasks, on_result, workers)
 
 
 @contextlib.contextmanager
@@ -99,27 +108,25 @@ def local_ray(workers: int) -> Iterator[None]:
 
 
 def _run_on_ray(
-    fn: Callable[[T], R],
-    tasks: Sequence[T],
-    on_result: Callable[[R], Any],
-    workers: int,
-    ray_address: str | None,
-    timeout: float = CONNECT_TIMEOUT,
+    fn: Callable[[T], R], tasks: Sequence[T], on_result: Callable[[R], Any], workers: Workers
 ) -> None:
     import ray
 
     started_here = not ray.is_initialized()
     if started_here:
-        if ray_address is not None:
-            check_reachable(ray_address, timeout)
-            ray.init(address=ray_address, logging_level=logging.ERROR, log_to_driver=True)
+        if workers.address is not None:
+            check_reachable(workers.address, workers.timeout)
+            ray.init(address=workers.address, logging_level=logging.ERROR, log_to_driver=True)
         else:
             ray.init(
-                num_cpus=workers, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=True
+                num_cpus=workers.count,
+                include_dashboard=False,
+                logging_level=logging.ERROR,
+                log_to_driver=True,
             )
     try:
         remote = ray.remote(num_cpus=1, max_retries=MAX_RETRIES)(fn)
-        capacity = max(1, int(ray.cluster_resources().get("CPU", workers or 1))) * INFLIGHT_PER_WORKER
+        capacity = max(1, int(ray.cluster_resources().get("CPU", workers.count or 1))) * INFLIGHT_PER_WORKER
         pending = list(reversed(tasks))
         inflight: list = []
         while pending or inflight:

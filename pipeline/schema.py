@@ -131,6 +131,10 @@ REQUIRED_META = (
 )  # fmt: skip
 LABEL_MEMBERS: dict[str, str] = {spec.name: task for task, specs in TASK_MEMBERS.items() for spec in specs}
 MEMBER_SPECS: dict[str, MemberSpec] = {spec.name: spec for specs in TASK_MEMBERS.values() for spec in specs}
+# Members that are per-pixel maps `[T, h, w, ...]` on the label grid: resized, cropped and flipped as images.
+DENSE_MEMBERS: tuple[str, ...] = tuple(
+    name for name, spec in MEMBER_SPECS.items() if spec.shape[1:3] == ("h", "w")
+)
 
 
 class SampleError(ValueError):

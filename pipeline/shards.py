@@ -15,7 +15,6 @@ import math
 import os
 import re
 import tarfile
-import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from pipeline.fileio import atomic_write
 from pipeline.schema import META_JSON, VIDEO_NPY, frame_member
 
 TAR_MTIME = 1_600_000_000  # fixed header mtime: shard bytes must not depend on when they were built
@@ -114,19 +114,17 @@ def write_shard(path: Path, samples: Iterable[tuple[str, dict[str, bytes]]]) -> 
     import webdataset as wds
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
+    entries: list[ShardEntry] = []
+
+    def write(tmp: Path) -> None:
         with open(tmp, "wb") as stream:
             writer = wds.TarWriter(stream, encoder=False, mtime=TAR_MTIME)
             for key, members in samples:
                 writer.write({"__key__": key, **members})
             writer.close()
-            stream.flush()
-            os.fsync(stream.fileno())
-        entries = index_shard(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+        entries.extend(index_shard(tmp))
+
+    atomic_write(path, write)
     return entries
 
 
@@ -265,16 +263,3 @@ def file_sha256(path: Path) -> str:
         for block in iter(lambda: stream.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write `data` to `path` through a temporary file and a rename."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "wb") as stream:
-            stream.write(data)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)

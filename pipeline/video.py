@@ -43,7 +43,7 @@ from typing import IO
 import ffmpeg
 import numpy as np
 
-from pipeline.geometry import stored_geometry
+from pipeline.geometry import Framing, stored_geometry
 
 
 class VideoError(Exception):
@@ -105,6 +105,7 @@ _PACKETS = re.compile(r"Input stream #\d+:\d+ \(video\): (\d+) packets read")
 
 # Input options for every decode: no audio, subtitle or data streams are demuxed or decoded.
 _VIDEO_ONLY = {"an": None, "sn": None, "dn": None}
+SEEK_LEAD = 3  # decode_window seeks this many grid slots before the first wanted frame
 # Threads per ffmpeg process (decoder and filter graph). The engine runs one ffmpeg per video and
 # one video per worker, so single-threaded processes keep every core busy without the thread
 # hand-offs that cost ffmpeg ~5-10% more CPU per clip here; 0 means ffmpeg's own choice (one per
@@ -301,7 +302,7 @@ def _matroska_frame_count(data: mmap.mmap) -> int | None:
 def decode(path: Path | str, width: int, height: int) -> np.ndarray:
     """Every frame of `path` as uint8 `[N, height, width, 3]`, scaled to `width x height`."""
     stream = _input(path).filter("scale", width, height)
-    frames, _ = _run(path, stream, width * height * 3, max_frames=None)
+    frames, _ = _run(path, stream, width * height * 3)
     if frames.size % (width * height * 3):
         raise VideoError(f"{path}: truncated frame in ffmpeg output")
     return frames.reshape(-1, height, width, 3)
@@ -383,15 +384,15 @@ def _execute(path: Path | str, args: list[str], expected: int) -> tuple[np.ndarr
 def _run(
     path: Path | str,
     stream: ffmpeg.nodes.FilterableStream,
-    frame_bytes: int,
-    max_frames: int | None,
-    expected_frames: int = 1,
+    buffer_bytes: int,
+    max_frames: int | None = None,
     allow_empty: bool = False,
 ) -> tuple[np.ndarray, str]:
     """Run one ffmpeg process for `stream`; return its raw RGB output (flat uint8) and its stderr.
 
-    `frame_bytes` is the size of one output frame when known, else an estimate that only sizes the
-    read buffer (the caller shapes the frames, e.g. from the source size in the report).
+    `buffer_bytes` is the size of the expected output when known, else an estimate that only sizes
+    the read buffer (the caller shapes the frames, e.g. from the source size in the report).
+    `max_frames` stops ffmpeg after that many output frames.
 
     `-xerror` turns a decode error (a corrupt or truncated file) into a failure instead of a silently
     shorter clip; `fps_mode passthrough` stops ffmpeg from duplicating or dropping frames to make a
@@ -402,7 +403,6 @@ def _run(
     output_args: dict = {"format": "rawvideo", "pix_fmt": "rgb24", "fps_mode": "passthrough"}
     if max_frames is not None:
         output_args["frames:v"] = max_frames
-        expected_frames = max_frames
     threads = _threads()
     flags = (
         *_FLAGS,
@@ -414,7 +414,7 @@ def _run(
         "level+verbose",
     )
     command = stream.output("pipe:", **output_args).global_args(*flags)
-    frames, report = _execute(path, command.compile(cmd=ffmpeg_exe()), expected_frames * frame_bytes)
+    frames, report = _execute(path, command.compile(cmd=ffmpeg_exe()), buffer_bytes)
     if frames.size == 0 and not allow_empty:
         raise VideoError(f"{path}: decoded no frames")
     return frames, report
@@ -441,7 +441,7 @@ def _decoded(path: Path | str, report: str) -> int:
     return int(found.group(1))
 
 
-def _framing(stream: ffmpeg.nodes.FilterableStream, size: int, crop: str, max_aspect: float):
+def _framing(stream: ffmpeg.nodes.FilterableStream, framing: Framing):
     """The kept window of the (rotated) frame, scaled to short side `size` and converted to RGB.
 
     The integer rules are those of `pipeline.geometry.stored_geometry`, so boxes mapped through its
@@ -450,10 +450,11 @@ def _framing(stream: ffmpeg.nodes.FilterableStream, size: int, crop: str, max_as
     filter's `-1` side is `av_rescale`, i.e. rounded half up. Scaling and RGB conversion are one
     swscale step, exactly what `ffmpeg -vf crop=...,scale=...:flags=bilinear -pix_fmt rgb24` makes.
     """
-    if crop == "centre":
+    size, aspect = framing.size, framing.max_aspect
+    if framing.crop == "centre":
         width = height = "min(iw,ih)"
     else:
-        width, height = f"min(iw,trunc(ih*{max_aspect!r}))", f"min(ih,trunc(iw*{max_aspect!r}))"
+        width, height = f"min(iw,trunc(ih*{aspect!r}))", f"min(ih,trunc(iw*{aspect!r}))"
     return (
         stream.filter("crop", width, height, "trunc((iw-ow)/2)", "trunc((ih-oh)/2)", exact=1)
         .filter("scale", f"if(gte(iw,ih),-1,{size})", f"if(gte(iw,ih),{size},-1)", flags="bilinear")
@@ -461,14 +462,10 @@ def _framing(stream: ffmpeg.nodes.FilterableStream, size: int, crop: str, max_as
     )
 
 
-# (short side, crop, max aspect) of `pipeline.geometry.stored_geometry`; None keeps the displayed frame.
-Framing = tuple[int, str, float] | None
-
-
-def _shape_frames(path: Path | str, flat: np.ndarray, report: str, framing: Framing) -> np.ndarray:
+def _shape_frames(path: Path | str, flat: np.ndarray, report: str, framing: Framing | None) -> np.ndarray:
     """ffmpeg's flat RGB output as `[N, H, W, 3]`, with `H, W` from the source size in its report."""
     height, width = _info(path, report).display_hw
-    out_h, out_w = (height, width) if framing is None else stored_geometry(height, width, *framing).hw
+    out_h, out_w = (height, width) if framing is None else stored_geometry(height, width, framing).hw
     frame_bytes = out_h * out_w * 3
     if flat.size % frame_bytes:
         raise VideoError(f"{path}: ffmpeg's output is not a whole number of {out_w}x{out_h} frames")
@@ -529,16 +526,16 @@ def _wanted(path: Path | str, pick: Callable[[int], Sequence[int]], count: int) 
     return wanted
 
 
-def _estimate(framing: Framing) -> int:
+def _estimate(framing: Framing | None) -> int:
     """Bytes of one output frame at the widest the framing allows (sizes the read buffer only)."""
     if framing is None:
         return 640 * 480 * 3
-    size, crop, max_aspect = framing
-    return size * int(size * (1.0 if crop == "centre" else max_aspect) + 1) * 3
+    size = framing.size
+    return size * int(size * (1.0 if framing.crop == "centre" else framing.max_aspect) + 1) * 3
 
 
 def _cut(
-    path: Path | str, framing: Framing, wanted: list[int], claimed: int
+    path: Path | str, framing: Framing | None, wanted: list[int], claimed: int
 ) -> tuple[np.ndarray, list[int], str, int]:
     """Decode every frame of `path`, keeping frames `wanted` (those that exist) in one process.
 
@@ -549,9 +546,9 @@ def _cut(
     unique = sorted(set(wanted))
     source = _input(path)
     selected = source.filter("select", _selection(unique))
-    stream = selected.filter("format", "rgb24") if framing is None else _framing(selected, *framing)
+    stream = selected.filter("format", "rgb24") if framing is None else _framing(selected, framing)
     expected = sum(index < claimed for index in unique)
-    flat, report = _run(path, stream, _estimate(framing), None, expected_frames=expected, allow_empty=True)
+    flat, report = _run(path, stream, _estimate(framing) * expected, allow_empty=True)
     decoded = _decoded(path, report)
     frames = _shape_frames(path, flat, report, framing) if flat.size else flat.reshape(0, 1, 1, 3)
     kept = [index for index in unique if index < decoded]
@@ -578,7 +575,7 @@ def sample_clip(
     of the count: its answer for the true count is what the clip holds.
     """
     _check_file(path)
-    framing = None if size is None else (size, crop, max_aspect)
+    framing = None if size is None else Framing(size, crop, max_aspect)
     claimed = frame_count(path)
     if claimed is None:
         claimed = _packet_count(path)
@@ -601,19 +598,12 @@ def sample_clip(
 
 
 def decode_window(
-    path: Path | str,
-    indices: Sequence[int],
-    size: int,
-    rate: float,
-    start_time: float = 0.0,
-    lead: int = 3,
-    crop: str = "none",
-    max_aspect: float = 2.0,
+    path: Path | str, indices: Sequence[int], framing: Framing, rate: float, start_time: float = 0.0
 ) -> Clip:
-    """Frames `indices` of the grid `time = start_time + index / rate` seconds, at short side `size`
-    (framed as `sample_clip` frames).
+    """Frames `indices` of the grid `time = start_time + index / rate` seconds, framed by `framing`
+    (as `sample_clip` frames).
 
-    The process seeks to a grid point `lead` slots before the first wanted index (input seeking is
+    The process seeks to a grid point `SEEK_LEAD` slots before the first wanted index (input seeking is
     keyframe-fast and frame-accurate), resamples to the grid with the `fps` filter, keeps the wanted
     slots with `select` before any scaling, and stops after the last one.
     """
@@ -621,16 +611,15 @@ def decode_window(
     if not wanted or min(wanted) < 0:
         raise VideoError(f"{path}: frame indices must be non-negative and not empty")
     unique = sorted(set(wanted))
-    base = max(0, unique[0] - lead)
+    base = max(0, unique[0] - SEEK_LEAD)
     seek = start_time + base / rate
     source = _input(path, ss=f"{seek:.6f}") if seek > 0 else _input(path)
     # start_time=0 anchors the grid at the seek point even when the first kept frame is a little
     # late (a source rate that is not a multiple of `rate`); the slot before it repeats that frame.
     grid = source.filter("fps", fps=rate, start_time=0, round="near")
     chosen = _selection([index - base for index in unique])
-    framing = (size, crop, max_aspect)
-    stream = _framing(grid.filter("select", chosen), *framing)
-    flat, report = _run(path, stream, _estimate(framing), max_frames=len(unique))
+    stream = _framing(grid.filter("select", chosen), framing)
+    flat, report = _run(path, stream, _estimate(framing) * len(unique), max_frames=len(unique))
     frames = _shape_frames(path, flat, report, framing)
     frames, used, padded = _pad(frames, wanted, unique[: len(frames)])
     return Clip(np.ascontiguousarray(frames), used, padded, _info(path, report), len(set(used)))

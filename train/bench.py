@@ -95,11 +95,11 @@ def _clips_per_step(args: argparse.Namespace) -> int:
 
 def build_bench_shards(root: Path, codec: str, frames: int, size: int, samples: int) -> Path:
     """Procedural shards for the benchmark (a 4:3 frame, so the crop window has room to move)."""
-    from pipeline.build import build_source
+    from pipeline.build import BuildRequest, build_source
     from pipeline.config import BuildConfig
 
-    config = BuildConfig(frames=frames, size=size, codec=codec, num_samples=samples, samples_per_unit=16)
-    build_source("procedural", root, config, splits=["train"], workers=0)
+    config = BuildConfig(frames=frames, size=size, codec=codec, num_samples=samples, samples_per_shard=16)
+    build_source(BuildRequest("procedural", root, config, splits=["train"], workers=0))
     return root
 
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.config import BuildConfig, BuildInfo
-from pipeline.manifest import BUILD_JSON, BuildDirError, read_build, read_manifest
+from pipeline.config import BuildConfig
+from pipeline.manifest import BUILD_JSON, BuildDirError, BuildInfo, read_build, read_manifest
 from pipeline.schema import TASK_BIT
 from pipeline.shards import file_sha256, span_problem
 from train.plan import view_matrix

@@ -12,7 +12,7 @@ import importlib
 import importlib.metadata
 import importlib.util
 
-from pipeline.sources.base import Item, Option, Quarantine, Sample, Source, SourceError
+from pipeline.sources.base import Item, Option, Quarantine, Sample, SamplingRule, Source, SourceError
 
 ENTRY_POINT_GROUP = "pvit_pipeline.sources"
 
@@ -36,6 +36,7 @@ __all__ = [
     "Option",
     "Quarantine",
     "Sample",
+    "SamplingRule",
     "Source",
     "SourceError",
     "get_source",

@@ -1,6 +1,7 @@
 """Shared plumbing of the real-video adapters: finding annotation files, temporal sampling, views.
 
-Two temporal rules, PySlowFast's, chosen per dataset (`Source.sampling`):
+Two temporal rules, PySlowFast's, chosen per dataset (`SEGMENT_SAMPLING`, `STRIDE_SAMPLING`; videofolder
+lets `--option sampling` choose):
 
 - `segment` (PySlowFast's `get_seq_frames`, SSv2): split `[0, L-1]` into `T` segments of length
   `(L-1)/T` with rounded ends `s, e`, one frame per segment. Training takes a uniformly random frame
@@ -34,6 +35,7 @@ from pipeline.sources.base import (
     Option,
     Quarantine,
     Sample,
+    SamplingRule,
     SourceError,
     file_fingerprint,
     leaves_root,
@@ -41,6 +43,15 @@ from pipeline.sources.base import (
     value_fingerprint,
 )
 from pipeline.video import Clip, VideoError, sample_clip
+
+DEFAULT_RATE = 4  # --sampling-rate when unset: the paper's (and MViTv2-S's) 16x4 clips
+SEGMENT_SAMPLING = SamplingRule(
+    "one frame in each of --frames equal segments of the whole video, PySlowFast's SSv2 rule"
+)
+STRIDE_SAMPLING = SamplingRule(
+    f"a --frames x --sampling-rate window (default rate {DEFAULT_RATE}), PySlowFast's Kinetics rule",
+    frozenset({"sampling_rate", "train_views"}),
+)
 
 
 def find_file(root: Path, names: Sequence[str], subdirs: Sequence[str], what: str) -> Path:
@@ -71,20 +82,20 @@ def load_json(path: Path) -> Any:
         raise SourceError(f"{path}: cannot read annotation file ({error})") from None
 
 
-def need_root(root: Path | None, source: str) -> Path:
-    if root is None:
-        raise SourceError(f"{source} needs --root (the directory holding the raw dataset)")
-    if not root.is_dir():
-        raise SourceError(f"{source}: --root {root} is not a directory")
-    return root
+@dataclass(frozen=True)
+class Draw:
+    """Which sampling of a video a clip is: evaluation view `view` of `views`, or (with `rng`) a
+    train-mode random draw."""
+
+    view: int = 0
+    views: int = 1
+    rng: np.random.Generator | None = None
 
 
-def segment_indices(
-    length: int, frames: int, view: int = 0, num_views: int = 1, rng: np.random.Generator | None = None
-) -> list[int]:
+def segment_indices(length: int, frames: int, draw: Draw = Draw()) -> list[int]:
     """`frames` indices into `[0, length)` by the SlowFast segment rule (see the module doc).
 
-    `rng` given: one uniformly random frame per segment (SlowFast's training rule) instead of view `view`.
+    `draw.rng` given: one uniformly random frame per segment (SlowFast's training rule) instead of a view.
     """
     if length < frames:
         return list(range(frames))  # past the end on purpose: the decoder pads with the last frame
@@ -92,51 +103,25 @@ def segment_indices(
     out = []
     for i in range(frames):
         start, end = int(np.round(size * i)), int(np.round(size * (i + 1)))
-        if rng is not None:
-            out.append(int(rng.integers(start, end + 1)))
+        if draw.rng is not None:
+            out.append(int(draw.rng.integers(start, end + 1)))
         else:
-            out.append(start + (end - start) * (2 * view + 1) // (2 * num_views))
+            out.append(start + (end - start) * (2 * draw.view + 1) // (2 * draw.views))
     return out
 
 
-def stride_indices(
-    length: int,
-    frames: int,
-    rate: int,
-    view: int = 0,
-    num_views: int = 1,
-    rng: np.random.Generator | None = None,
-) -> list[int]:
+def stride_indices(length: int, frames: int, rate: int, draw: Draw = Draw()) -> list[int]:
     """`frames` indices of a `frames x rate` window of a `length`-frame video (the `stride` rule)."""
     span = frames * rate
     delta = max(length - span, 0)
-    if rng is not None:
-        start = rng.uniform(0, delta)
-    elif num_views == 1:
+    if draw.rng is not None:
+        start = draw.rng.uniform(0, delta)
+    elif draw.views == 1:
         start = delta / 2
     else:
-        start = delta * view / (num_views - 1)
+        start = delta * draw.view / (draw.views - 1)
     positions = np.linspace(start, start + span - 1, frames)
     return [int(i) for i in np.clip(positions, 0, max(length - 1, 0)).astype(np.int64)]
-
-
-def int_option(config: BuildConfig, name: str, default: int, minimum: int = 1) -> int:
-    """An integer `--option name=value`; `SourceError` when it is not an integer >= minimum."""
-    raw = config.option(name, str(default))
-    try:
-        value = int(raw)
-    except ValueError:
-        raise SourceError(f"--option {name} must be an integer, got {raw!r}") from None
-    if value < minimum:
-        raise SourceError(f"--option {name} must be at least {minimum}, got {value}")
-    return value
-
-
-def choice_option(config: BuildConfig, name: str, default: str, choices: Sequence[str]) -> str:
-    value = config.option(name, default) or default
-    if value not in choices:
-        raise SourceError(f"--option {name} must be one of {', '.join(choices)}, got {value!r}")
-    return value
 
 
 @dataclass
@@ -190,15 +175,12 @@ def view_items(entries: Iterable[VideoEntry], split: str, num_views: int) -> Ite
             )
 
 
-def clip_indices(
-    item: Item, config: BuildConfig, length: int, sampling: str, default_rate: int = 4
-) -> list[int]:
+def clip_indices(item: Item, config: BuildConfig, length: int, sampling: str) -> list[int]:
     """The item's frames among `length` by `sampling` (`segment` or `stride`, see the module doc)."""
-    rng = sampling_rng(config, item)
-    view, views = item.payload["view"], item.payload["num_views"]
+    draw = Draw(item.payload["view"], item.payload["num_views"], sampling_rng(config, item))
     if sampling == "stride":
-        return stride_indices(length, config.frames, config.sampling_rate or default_rate, view, views, rng)
-    return segment_indices(length, config.frames, view, views, rng)
+        return stride_indices(length, config.frames, config.sampling_rate or DEFAULT_RATE, draw)
+    return segment_indices(length, config.frames, draw)
 
 
 def decode_classification_clip(

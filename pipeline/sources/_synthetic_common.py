@@ -14,7 +14,7 @@ import numpy as np
 
 from pipeline.config import BuildConfig
 from pipeline.schema import KINECT_JOINTS, NUM_JOINTS
-from pipeline.sources.base import Item, Option, Quarantine, sampling_rng
+from pipeline.sources.base import Item, Option, Quarantine, SamplingRule, sampling_rng
 from pipeline.video import Clip, VideoError, sample_clip
 
 FRAME_STRIDE = Option(
@@ -26,13 +26,20 @@ FRAME_STRIDE = Option(
 )
 
 
-def sample_frames(available: int, config: BuildConfig, item: Item | None = None) -> tuple[list[int], int]:
+SYNTHETIC_SAMPLING = SamplingRule(
+    "one frame in each of --frames equal segments of the clip, or --option frame_stride=S apart"
+)
+
+
+def sample_frames(
+    available: int, config: BuildConfig, item: Item | None = None, stride: int = 0
+) -> tuple[list[int], int]:
     """Choose `config.frames` positions in `0..available-1`; return them and how many are padding.
 
     By default the clip spans the whole trajectory/video, one frame in each of `frames` equal
     segments: its centre for evaluation, a uniformly random one for a training `item` (PySlowFast's
     train mode; `--train-views K` stores K such draws, seeded by `base.sampling_rng`, so a rebuild
-    picks the same frames). With `--option frame_stride=S` a window of consecutive frames `S` apart
+    picks the same frames). With a `stride` S (`--option frame_stride=S`) a window of frames `S` apart
     is taken instead (what a video model that expects a fixed frame rate wants): centred for
     evaluation, starting anywhere for training. Too short a source is padded by repeating its last
     frame.
@@ -41,7 +48,6 @@ def sample_frames(available: int, config: BuildConfig, item: Item | None = None)
         raise Quarantine("no frames to sample from")
     frames = config.frames
     rng = sampling_rng(config, item) if item is not None else None
-    stride = int(config.option("frame_stride", "0") or 0)
     if stride > 0:
         span = (frames - 1) * stride + 1
         spare = max(0, available - span)
@@ -142,7 +148,11 @@ def body25_to_kinect(joints: np.ndarray, valid: np.ndarray) -> np.ndarray:
 
 
 def decode_sampled(
-    path: Path, config: BuildConfig, counts: dict[str, int] | None = None, item: Item | None = None
+    path: Path,
+    config: BuildConfig,
+    counts: dict[str, int] | None = None,
+    item: Item | None = None,
+    stride: int = 0,
 ) -> tuple[Clip, int]:
     """The `sample_frames` frames of a video at its stored size, and how many of them are padding.
 
@@ -155,13 +165,13 @@ def decode_sampled(
         if counts and any(count != available for count in counts.values()):
             listed = ", ".join(f"{name} {count}" for name, count in {"video": available, **counts}.items())
             raise Quarantine(f"frame counts disagree: {listed}")
-        return sample_frames(available, config, item)[0]
+        return sample_frames(available, config, item, stride)[0]
 
     try:
         clip = sample_clip(path, None, pick)
     except VideoError as error:
         raise Quarantine(str(error)) from None
-    return clip, sample_frames(clip.decoded, config, item)[1]
+    return clip, sample_frames(clip.decoded, config, item, stride)[1]
 
 
 def require_files(*paths: Path) -> None:

@@ -14,7 +14,7 @@ clamped to the video like SlowFast's `get_sequence`.
 
 The clip is a fixed-stride window centred on the keyframe, `--frames` x `--sampling-rate` (default 4,
 the MViTv2 AVA recipe's 16x4), as SlowFast's AVA loader takes it for training and testing alike:
-there is no temporal jitter in that protocol, so `--train-views` changes nothing here.
+there is no temporal jitter in that protocol, so the build refuses `--train-views`.
 
 With `--crop none` (the default) the stored frame is the whole frame and the person boxes are kept
 exactly as the CSV has them, so frame-mAP is computed against the original ground truth. A frame
@@ -36,15 +36,16 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from pipeline.geometry import crop_boxes, frame_geometry
+from pipeline.geometry import config_framing, crop_boxes, frame_geometry
 from pipeline.safe_pickle import PickleRejected, load_numpy_pickle
 from pipeline.schema import NUM_AVA_CLASSES
-from pipeline.sources._real_common import choice_option, find_dir, find_file, need_root
+from pipeline.sources._real_common import DEFAULT_RATE, find_dir, find_file
 from pipeline.sources.base import (
     Item,
     Option,
     Quarantine,
     Sample,
+    SamplingRule,
     Source,
     SourceError,
     file_fingerprint,
@@ -62,7 +63,6 @@ LABEL_MAPS = (
     "ava_action_list_v2.1_for_activitynet_2018.pbtxt.txt",
 )
 VALID_SECONDS = range(902, 1799)  # AVA_VALID_FRAMES: keyframes 902..1798 inclusive
-DEFAULT_RATE = 4  # --sampling-rate default: MViTv2-S 16x4 on AVA
 FPS = 30  # the extraction rate of the official frames (ffmpeg -r 30), and of the index grid
 START = 900  # second of frame index 0
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".webm", ".avi")
@@ -188,7 +188,11 @@ def read_frame_lists(path: Path) -> dict[str, list[str]]:
 
 class AvaSource(Source):
     name = "ava"
-    temporal_jitter = False  # keyframe-centred clips, as SlowFast trains and tests
+    sampling = SamplingRule(  # keyframe-centred clips, as SlowFast trains and tests: no random draw
+        f"a --frames x --sampling-rate window (default rate {DEFAULT_RATE}) centred on the keyframe, "
+        "SlowFast's AVA rule",
+        frozenset({"sampling_rate"}),
+    )
     version = "2"
     tasks = ("ava",)
     splits = ("train", "val")
@@ -209,7 +213,7 @@ class AvaSource(Source):
         return find_file(root, names, ANNOTATION_DIRS, what)
 
     def _frames_source(self, root: Path, split: str) -> tuple[str, tuple[Any, Any]]:
-        mode = choice_option(self.config, "frames_from", "auto", ("auto", "frames", "video"))
+        mode = self.option("frames_from")
         frame_list = find_dir(root, ("frame_lists",))
         frames_dir = find_dir(root, ("frames",))
         if (
@@ -231,74 +235,84 @@ class AvaSource(Source):
         )
 
     def items(self, split: str) -> Iterator[Item]:
-        root = need_root(self.root, self.name)
+        root = self.root_dir
         gt = self._annotation(
             root, (f"ava_{split}_v2.2.csv", f"ava_{split}_v2.1.csv"), f"ava {split} ground truth"
         )
-        label_map = read_label_map(self._annotation(root, LABEL_MAPS, "ava label map"))
-        if len(label_map) != NUM_AVA_CLASSES:
-            raise SourceError(
-                f"ava label map has {len(label_map)} classes, expected the {NUM_AVA_CLASSES}-class subset"
-            )
+        label_ids = [i for i, _ in self._label_map(root)]
         version = gt.stem.rsplit("_v", 1)[1]  # the exclusions file is released per version (2.1, 2.2)
         excluded_path = gt.parent / f"ava_{split}_excluded_timestamps_v{version}.csv"
         excluded = read_excluded(excluded_path)
-        proposals = None
-        proposals_file = self.config.option("proposals")
-        if proposals_file:
-            path = Path(proposals_file)
-            path = path if path.is_absolute() else gt.parent / path
-            if not path.is_file():
-                raise SourceError(f"ava: proposals file {path} does not exist")
-            proposals = read_proposals(path, float(self.config.option("proposal_score", "0.9")))
-        mode, where = self._frames_source(root, split)
+        proposals = self._proposals(gt.parent)
+        frames_from = self._frames_source(root, split)
         rate = self.config.sampling_rate or DEFAULT_RATE
         skipped = 0
         for (video, sec), slot in sorted(group_rows(gt).items()):
             if (video, sec) in excluded:
                 skipped += 1
                 continue
-            wanted = clip_indices(sec, self.config.frames, rate)
             payload = {
                 "video": video,
                 "sec": sec,
                 "persons": dict(slot["persons"]),
                 "problem": slot["problem"],
-                "label_ids": [i for i, _ in label_map],
-                "mode": mode,
-                "wanted": wanted,
+                "label_ids": list(label_ids),
+                "mode": frames_from[0],
+                "wanted": clip_indices(sec, self.config.frames, rate),
                 "proposals": proposals.get((video, sec), []) if proposals is not None else None,
             }
-            if mode == "frames":
-                frames_dir, lists = where
-                paths = lists.get(video, [])
-                clamped = [min(max(i, 0), len(paths) - 1) for i in wanted] if paths else []
-                payload["frames"] = [str(frames_dir / paths[i]) for i in clamped]
-                payload["clamped"] = clamped
-                raw = [Path(p) for p in dict.fromkeys(payload["frames"])]
-            else:
-                video_dir, offset = where
-                found = [
-                    video_dir / f"{video}{s}" for s in VIDEO_SUFFIXES if (video_dir / f"{video}{s}").is_file()
-                ]
-                payload["path"], payload["offset"] = (
-                    (found[0] if found else video_dir / f"{video}.mp4"),
-                    offset,
-                )
-                raw = [payload["path"]]
-            if payload["problem"] is None and any(leaves_root(root, path) for path in raw):
-                payload["problem"] = f"video path {raw[0]} leaves --root {root}"
-            fingerprint = value_fingerprint(
-                file_fingerprint(*raw),
-                sorted(payload["persons"].items()),
-                payload["problem"],
-                payload["proposals"],
-                payload["label_ids"],
-                wanted,
-            )
-            yield Item(id=f"{video}_{sec:04d}", split=split, fingerprint=fingerprint, payload=payload)
+            yield self._item(root, split, payload, frames_from)
         if skipped:
             log.info("ava %s: skipped %d keyframes listed in %s", split, skipped, excluded_path.name)
+
+    def _label_map(self, root: Path) -> list[tuple[int, str]]:
+        label_map = read_label_map(self._annotation(root, LABEL_MAPS, "ava label map"))
+        if len(label_map) != NUM_AVA_CLASSES:
+            raise SourceError(
+                f"ava label map has {len(label_map)} classes, expected the {NUM_AVA_CLASSES}-class subset"
+            )
+        return label_map
+
+    def _proposals(self, annotations: Path) -> dict | None:
+        """`--option proposals=FILE` (relative to the annotations folder) read, or None when not given."""
+        proposals_file = self.option("proposals")
+        if not proposals_file:
+            return None
+        path = Path(proposals_file)
+        path = path if path.is_absolute() else annotations / path
+        if not path.is_file():
+            raise SourceError(f"ava: proposals file {path} does not exist")
+        return read_proposals(path, self.option("proposal_score"))
+
+    def _item(self, root: Path, split: str, payload: dict, frames_from: tuple[str, tuple[Any, Any]]) -> Item:
+        """The keyframe's item: where its frames are read from, and a fingerprint of all it depends on."""
+        video, wanted = payload["video"], payload["wanted"]
+        mode, where = frames_from
+        if mode == "frames":
+            frames_dir, lists = where
+            paths = lists.get(video, [])
+            clamped = [min(max(i, 0), len(paths) - 1) for i in wanted] if paths else []
+            payload["frames"] = [str(frames_dir / paths[i]) for i in clamped]
+            payload["clamped"] = clamped
+            raw = [Path(p) for p in dict.fromkeys(payload["frames"])]
+        else:
+            video_dir, offset = where
+            found = [
+                video_dir / f"{video}{s}" for s in VIDEO_SUFFIXES if (video_dir / f"{video}{s}").is_file()
+            ]
+            payload["path"], payload["offset"] = (found[0] if found else video_dir / f"{video}.mp4"), offset
+            raw = [payload["path"]]
+        if payload["problem"] is None and any(leaves_root(root, path) for path in raw):
+            payload["problem"] = f"video path {raw[0]} leaves --root {root}"
+        fingerprint = value_fingerprint(
+            file_fingerprint(*raw),
+            sorted(payload["persons"].items()),
+            payload["problem"],
+            payload["proposals"],
+            payload["label_ids"],
+            wanted,
+        )
+        return Item(id=f"{video}_{payload['sec']:04d}", split=split, fingerprint=fingerprint, payload=payload)
 
     def _load_frames(self, payload: dict) -> tuple[np.ndarray, list[int], int, tuple[int, int]]:
         if not payload["frames"]:
@@ -319,15 +333,8 @@ class AvaSource(Source):
             raise Quarantine(f"video missing: {payload['path']}")
         wanted = [max(i, 0) for i in payload["wanted"]]  # before the segment start: SlowFast clamps to 0
         try:
-            clip = decode_window(
-                payload["path"],
-                wanted,
-                self.config.size,
-                rate=FPS,
-                start_time=payload["offset"],
-                crop=self.config.crop,
-                max_aspect=self.config.max_aspect,
-            )
+            framing = config_framing(self.config)
+            clip = decode_window(payload["path"], wanted, framing, rate=FPS, start_time=payload["offset"])
         except VideoError as error:
             raise Quarantine(str(error)) from None
         return clip.frames, clip.indices, clip.padded, clip.orig_hw

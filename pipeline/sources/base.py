@@ -8,8 +8,18 @@ A problem with the dataset as a whole (a missing annotation file, a wrong `--roo
 `--option`) is a `SourceError`, which the CLI prints as one line.
 
 Every `--option` an adapter reads is declared in its `options` (`Option`: name, type, choices,
-default, help). `Source.resolve_options` checks them before any work and normalises them (a value
-equal to the default is dropped), so the config hash covers declared options only.
+default, help) and read through `Source.option` only. `Source.resolve_options` checks them before any
+work and writes each in one canonical form, so the config hash covers declared options only. An option
+given is kept even when it equals today's default: the build says what was asked for, and a later
+change of the default cannot silently change it. An option not given stays out of the config (and so
+out of the hash), so builds that give none keep their hash.
+
+`--root` is checked in one place, `Source.check_root`; an adapter reads it as `self.root_dir`.
+
+Each adapter declares how it picks a clip's frames (`SamplingRule`): one line saying the rule, and
+which of the build's sampling settings (`--sampling-rate`, `--train-views`) the rule reads. A build
+that sets one the rule does not read is refused before any work (`Source.check_sampling`): a setting
+that would be silently ignored gives the user a different clip than the one asked for.
 """
 
 from __future__ import annotations
@@ -25,7 +35,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from pipeline.config import BuildConfig
+from pipeline.config import BuildConfig, config_flag
 
 
 class SourceError(Exception):
@@ -83,6 +93,17 @@ class Sample:
 
 OPTION_TYPES = {"int": int, "float": float, "str": str}
 
+# The BuildConfig settings that only some sampling rules read (every rule reads --frames).
+SAMPLING_SETTINGS = ("sampling_rate", "train_views")
+
+
+@dataclass(frozen=True)
+class SamplingRule:
+    """How an adapter picks a clip's frames, and which of `SAMPLING_SETTINGS` that reads."""
+
+    text: str  # one line for messages: "one frame in each of --frames equal segments ..."
+    reads: frozenset[str] = frozenset({"train_views"})  # train views: independent draws of the rule
+
 
 @dataclass(frozen=True)
 class Option:
@@ -129,9 +150,10 @@ class Source(ABC):
     splits: ClassVar[tuple[str, ...]]  # splits built when --split is not given
     description: ClassVar[str]
     needs_root: ClassVar[bool] = True
-    # Whether the dataset's training protocol samples frames at random (PySlowFast's train mode), so
-    # `--train-views K` stores K different samplings; False for keyframe-centred clips (AVA).
-    temporal_jitter: ClassVar[bool] = True
+    # How this adapter picks frames. It reads --train-views when its training protocol draws frames at
+    # random (PySlowFast's train mode), so K views are K different samplings; not for keyframe-centred
+    # clips (AVA) or still images.
+    sampling: ClassVar[SamplingRule] = SamplingRule("frames of the adapter's own choosing")
     options: ClassVar[tuple[Option, ...]] = ()  # every --option this adapter reads
 
     def __init__(self, root: Path | None, config: BuildConfig) -> None:
@@ -141,11 +163,11 @@ class Source(ABC):
 
     @classmethod
     def resolve_options(cls, pairs: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
-        """Check `--option` pairs against `options`; return them normalised, defaults dropped.
+        """Check `--option` pairs against `options`; return them sorted, each in its canonical form.
 
         An unknown name or a bad value is a `SourceError` (one line). Values are written back in one
-        canonical form (`views=02` -> `2`) and a value equal to the default is left out, so two
-        spellings of the same build have the same config hash.
+        canonical form (`views=02` -> `2`), so two spellings of one value have one config hash; a
+        value equal to the default is kept as given (see the module doc).
         """
         declared = {option.name: option for option in cls.options}
         out = []
@@ -155,8 +177,7 @@ class Source(ABC):
                 known = ", ".join(sorted(declared)) or "none"
                 raise SourceError(f"source {cls.name} has no option {name!r} (its options: {known})")
             value = option.parse(text)
-            if option.default is None or value != option.parse(str(option.default)):
-                out.append((name, repr(value) if isinstance(value, float) else str(value)))
+            out.append((name, repr(value) if isinstance(value, float) else str(value)))
         return tuple(sorted(out))
 
     def option(self, name: str) -> Any:
@@ -169,13 +190,40 @@ class Source(ABC):
             return option.default
         return option.parse(text)
 
+    def sampling_rule(self) -> SamplingRule:
+        """The rule this build samples by: `sampling`, unless an option chooses another (videofolder)."""
+        return self.sampling
+
+    def check_sampling(self) -> None:
+        """Refuse a sampling setting the rule does not read: one-line `SourceError` naming the rule."""
+        rule, unset = self.sampling_rule(), BuildConfig()
+        for name in SAMPLING_SETTINGS:
+            if name not in rule.reads and getattr(self.config, name) != getattr(unset, name):
+                raise SourceError(
+                    f"source {self.name} does not use {config_flag(name)} (its frames: {rule.text})"
+                )
+
+    @classmethod
+    def check_root(cls, root: Path | None, required: bool | None = None) -> Path | None:
+        """`--root` checked: a directory, or None when this source reads no dataset (`needs_root` False).
+
+        The one check of `--root`: the build runs it before any work, and `root_dir` runs it again
+        for an adapter made outside the build. `SourceError` (one line) otherwise.
+        """
+        if root is None:
+            if cls.needs_root if required is None else required:
+                raise SourceError(f"source {cls.name} reads a dataset from disk: pass --root DIR")
+            return None
+        if not Path(root).is_dir():
+            raise SourceError(f"--root {root}: no such directory")
+        return Path(root)
+
     @property
     def root_dir(self) -> Path:
-        """`--root` as a Path; the one check for adapters that need it (`build.check_root` runs first)."""
-        if self.root is None or not Path(self.root).is_dir():
-            where = "pass --root DIR" if self.root is None else f"--root {self.root}: no such directory"
-            raise SourceError(f"source {self.name} reads a dataset from disk: {where}")
-        return Path(self.root)
+        """`--root`, checked (`check_root`): the dataset directory an adapter reads."""
+        root = self.check_root(self.root, required=True)
+        assert root is not None  # required: check_root raised instead
+        return root
 
     @abstractmethod
     def items(self, split: str) -> Iterator[Item]:

@@ -14,15 +14,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from pipeline.sources._real_common import (
+    STRIDE_SAMPLING,
     VideoEntry,
     clip_sample,
     confine,
     decode_classification_clip,
     find_dir,
     find_file,
-    int_option,
     load_json,
-    need_root,
     view_items,
     views_option,
 )
@@ -75,6 +74,7 @@ def diving_entries(
 class Diving48Source(Source):
     name = "diving48"
     version = "2"  # 2: the whole video by default, not the unpublished start/end frame window
+    sampling = STRIDE_SAMPLING
     tasks = ("action",)
     splits = ("train", "test")
     description = "Diving48 V2 (mp4 + V2 JSONs, 48 classes, whole videos); views=K for test"
@@ -90,7 +90,7 @@ class Diving48Source(Source):
     )
 
     def items(self, split: str) -> Iterator[Item]:
-        root = need_root(self.root, self.name)
+        root = self.root_dir
         vocab = read_vocab(find_file(root, ("Diving48_vocab.json",), ANNOTATION_DIRS, "diving48 vocabulary"))
         if split not in ("train", "test"):
             raise SourceError(
@@ -102,7 +102,7 @@ class Diving48Source(Source):
         frame_range = self.option("frame_range") == "1"
         video_dir = find_dir(root, VIDEO_DIRS) or root
         entries = diving_entries(load_json(path), vocab, video_dir, frame_range, path)
-        views = 1 if split == "train" else int_option(self.config, "views", 2)
+        views = 1 if split == "train" else self.option("views")
         yield from view_items(confine(root, entries), split, views)
 
     def load(self, item: Item) -> Sample:

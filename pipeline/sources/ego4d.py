@@ -9,7 +9,7 @@ Frames follow the official I3D baseline's val/test rule for every split: over th
 `floor(n/T)`. The PNR target is one-hot at the sampled
 frame nearest `parent_pnr_frame`; negatives get all zeros. Unlabelled test clips carry neither.
 The baseline trains on a random 5-8 s sub-window; how it keeps the PNR inside that window is not
-confirmed here, so that jitter is not reproduced and `--train-views` changes nothing for Ego4D.
+confirmed here, so that jitter is not reproduced and the build refuses `--train-views` for Ego4D.
 """
 
 from __future__ import annotations
@@ -20,12 +20,14 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.sources._real_common import find_dir, find_file, load_json, need_root
+from pipeline.geometry import config_framing
+from pipeline.sources._real_common import find_dir, find_file, load_json
 from pipeline.sources.base import (
     Item,
     Option,
     Quarantine,
     Sample,
+    SamplingRule,
     Source,
     SourceError,
     file_fingerprint,
@@ -93,7 +95,10 @@ def check_clip(clip: dict) -> str | None:
 
 class Ego4dSource(Source):
     name = "ego4d"
-    temporal_jitter = False  # see the module doc: the baseline's train-time sub-window is not reproduced
+    # One view: the baseline's random train-time sub-window is not reproduced (see the module doc).
+    sampling = SamplingRule(
+        "--frames frames over each annotated 8 s window, the I3D baseline's rule", frozenset()
+    )
     version = "1"
     tasks = ("oscc", "pnr")
     splits = ("train", "val", "test")
@@ -105,7 +110,7 @@ class Ego4dSource(Source):
         return path if path.is_file() or not (video_dir / uid).is_file() else video_dir / uid
 
     def items(self, split: str) -> Iterator[Item]:
-        root = need_root(self.root, self.name)
+        root = self.root_dir
         path = find_file(root, SPLIT_FILES[split], ANNOTATION_DIRS, f"ego4d {split} annotations")
         video_dir = find_dir(root, VIDEO_DIRS) or root
         seen: dict[str, int] = {}
@@ -135,16 +140,9 @@ class Ego4dSource(Source):
         wanted = baseline_frames(start, end, self.config.frames)
         short = self.config.frames - len(wanted)
         wanted += [wanted[-1]] * short
-        rate = float(self.config.option("fps", "30"))
+        rate = self.option("fps")
         try:
-            cut = decode_window(
-                video,
-                wanted,
-                self.config.size,
-                rate=rate,
-                crop=self.config.crop,
-                max_aspect=self.config.max_aspect,
-            )
+            cut = decode_window(video, wanted, config_framing(self.config), rate=rate)
         except VideoError as error:
             raise Quarantine(str(error)) from None
         labelled = "state_change" in clip and clip["state_change"] is not None

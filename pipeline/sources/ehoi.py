@@ -38,6 +38,7 @@ from pipeline.sources.base import (
     Option,
     Quarantine,
     Sample,
+    SamplingRule,
     Source,
     SourceError,
     file_fingerprint,
@@ -86,7 +87,9 @@ def rasterise(segmentation: object, height: int, width: int) -> np.ndarray | Non
 
 class EhoiSource(Source):
     name = "ehoi"
-    temporal_jitter = False  # still images: every view would be the same frame
+    sampling = SamplingRule(
+        "a still image repeated --frames times", frozenset()
+    )  # every view would be the same
     version = "1"
     tasks = ("segm", "boxes")
     splits = ("train", "val")
@@ -105,10 +108,7 @@ class EhoiSource(Source):
         return boxes, {k: v for k, v in source_mapping("ehoi").items() if isinstance(k, str)}
 
     def _annotation_file(self, split: str) -> Path:
-        if self.root is None:
-            raise SourceError("ehoi needs --root (the egoism-hoi-dataset folder)")
-        name = self.config.option(f"ehoi_{split}_json", ANNOTATION_FILES.get(split))
-        path = Path(self.root) / "annotations" / str(name)
+        path = self.root_dir / "annotations" / self.option(f"ehoi_{split}_json")
         if not path.is_file():
             raise SourceError(f"ehoi: annotation file {path} not found")
         return path

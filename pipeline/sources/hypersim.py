@@ -38,9 +38,10 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from pipeline.fileio import first_line
 from pipeline.geometry import frame_geometry, label_pixels
 from pipeline.labelspace import lookup_table
-from pipeline.sources._synthetic_common import FRAME_STRIDE, require_files, sample_frames
+from pipeline.sources._synthetic_common import FRAME_STRIDE, SYNTHETIC_SAMPLING, require_files, sample_frames
 from pipeline.sources.base import (
     Item,
     Option,
@@ -100,10 +101,10 @@ def camera_rays(m_cam_from_uv: np.ndarray, height: int, width: int) -> np.ndarra
     return rays / np.linalg.norm(rays, axis=-1, keepdims=True)
 
 
-def planar_ratio(m_cam_from_uv: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Per-pixel factor `planar depth / distance` `[H,W]`: a point at distance d along a unit ray r
-    lies at planar depth d * (-r_z) (the camera looks down -z)."""
-    return (-camera_rays(m_cam_from_uv, height, width)[..., 2]).astype(np.float32)
+def planar_ratio(rays: np.ndarray) -> np.ndarray:
+    """Per-pixel factor `planar depth / distance` of unit view rays `[..., 3]`: a point at distance d
+    along a unit ray r lies at planar depth d * (-r_z) (the camera looks down -z)."""
+    return -rays[..., 2]
 
 
 @lru_cache(maxsize=8)
@@ -168,7 +169,7 @@ def read_hdf5(path: Path) -> np.ndarray:
         with h5py.File(path, "r") as handle:
             return handle["dataset"][()]
     except (OSError, KeyError, ValueError) as error:
-        raise Quarantine(f"{path.name}: unreadable HDF5 ({str(error).splitlines()[0][:80]})") from None
+        raise Quarantine(f"{path.name}: unreadable HDF5 ({first_line(error, limit=80)})") from None
 
 
 Matrix = tuple[tuple[float, float, float], ...]  # a 3x3 M_cam_from_uv, hashable for the ray cache
@@ -204,6 +205,7 @@ class HypersimSource(Source):
     name = "hypersim"
     version = "2"  # 2: per-scene intrinsics required; normals facing away flipped toward the camera
     tasks = ("depth", "normal", "segm")
+    sampling = SYNTHETIC_SAMPLING
     splits = ("train", "val", "test")
     description = (
         "Hypersim indoor scenes (HDF5 per frame): planar depth, OpenCV normals, NYU40 segm; trajectory = clip"
@@ -230,9 +232,9 @@ class HypersimSource(Source):
     @cached_property
     def _rows(self) -> dict[str, dict[tuple[str, str], list[int]]]:
         """split -> (scene, camera) -> frame ids, from the official split CSV (public release only)."""
-        path = _find_csv(self._root, SPLIT_CSV, self.config.option("hypersim_split_csv"))
+        path = _find_csv(self.root_dir, SPLIT_CSV, self.option("hypersim_split_csv"))
         if path is None or not path.is_file():
-            raise SourceError(f"hypersim: split file {SPLIT_CSV} not found under {self._root}")
+            raise SourceError(f"hypersim: split file {SPLIT_CSV} not found under {self.root_dir}")
         rows: dict[str, dict[tuple[str, str], list[int]]] = {}
         with open(path, newline="") as handle:
             for row in csv.DictReader(handle):
@@ -248,10 +250,10 @@ class HypersimSource(Source):
         """scene -> M_cam_from_uv (3x3) from the camera-parameter CSV; None under intrinsics=standard."""
         if self.option("intrinsics") == "standard":
             return None
-        path = _find_csv(self._root, CAMERA_CSV, self.option("hypersim_camera_csv"))
+        path = _find_csv(self.root_dir, CAMERA_CSV, self.option("hypersim_camera_csv"))
         if path is None or not path.is_file():
             raise SourceError(
-                f"hypersim: {CAMERA_CSV} not found under {self._root} (it is not in the scene downloads: "
+                f"hypersim: {CAMERA_CSV} not found under {self.root_dir} (it is not in the scene downloads: "
                 "take it from the ml-hypersim repository's contrib/mikeroberts3000/ folder, or pass "
                 "--option intrinsics=standard to use the standard 60-degree camera for every scene)"
             )
@@ -265,12 +267,8 @@ class HypersimSource(Source):
                 cameras[row["scene_name"]] = m
         return cameras
 
-    @property
-    def _root(self) -> Path:
-        return self.root_dir
-
     def _frame_files(self, scene: str, camera: str, frame: int) -> dict[str, Path]:
-        images = self._root / scene / "images"
+        images = self.root_dir / scene / "images"
         stem = f"frame.{frame:04d}"
         geometry = images / f"scene_{camera}_geometry_hdf5"
         normal = self.option("hypersim_normal")
@@ -290,11 +288,16 @@ class HypersimSource(Source):
     def items(self, split: str) -> Iterator[Item]:
         # Scenes not downloaded are left out of the listing: users routinely fetch a subset.
         for (scene, camera), frames in sorted(self._rows.get(split, {}).items()):
-            if not (self._root / scene).is_dir():
+            if not (self.root_dir / scene).is_dir():
                 continue
             frames = sorted(frames)
             # Training views draw their frames at random: any frame of the trajectory may be read.
-            chosen = range(len(frames)) if split == "train" else sample_frames(len(frames), self.config)[0]
+            stride = self.option("frame_stride")
+            chosen = (
+                range(len(frames))
+                if split == "train"
+                else sample_frames(len(frames), self.config, None, stride)[0]
+            )
             files = [self._frame_files(scene, camera, frames[k]) for k in sorted(set(chosen))]
             cameras = self._cameras
             m = STANDARD_M_CAM_FROM_UV if cameras is None else cameras.get(scene)
@@ -315,14 +318,14 @@ class HypersimSource(Source):
         if self.option("hypersim_skip_missing") == 1:
             # Known holes in the release (ml-hypersim#7): drop frames whose files are absent.
             frames = [f for f in frames if self._complete(scene, camera, f)]
-        chosen, padded = sample_frames(len(frames), self.config, item)
+        chosen, padded = sample_frames(len(frames), self.config, item, self.option("frame_stride"))
         decoded = {k: self._load_frame(scene, camera, frames[k]) for k in sorted(set(chosen))}
         shapes = {v[0].shape for v in decoded.values()}
         if len(shapes) != 1:
             raise Quarantine(f"frames of different sizes {sorted(shapes)}")
         height, width = next(iter(shapes))[:2]
         rays = self._label_pixels(_cached_rays(trajectory.m_cam_from_uv, height, width))
-        ratio = -rays[..., 2]
+        ratio = planar_ratio(rays)
         normals, flipped, invalid = {}, 0, 0
         for k, frame in decoded.items():  # distinct frames: each pixel counted once
             normals[k], away, bad = normals_to_opencv(frame[2], rays, np.isfinite(frame[1]))

@@ -32,7 +32,13 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.sources._synthetic_common import FRAME_STRIDE, body25_to_kinect, decode_sampled, require_files
+from pipeline.sources._synthetic_common import (
+    FRAME_STRIDE,
+    SYNTHETIC_SAMPLING,
+    body25_to_kinect,
+    decode_sampled,
+    require_files,
+)
 from pipeline.sources.base import Item, Option, Quarantine, Sample, Source, SourceError, file_fingerprint
 
 CM = 0.01
@@ -91,6 +97,7 @@ class KistSynadlSource(Source):
     name = "kist-synadl"
     version = "2"  # 2: frame_index base read from the file, missing frames tolerated; the shared decode
     tasks = ("pose3d",)
+    sampling = SYNTHETIC_SAMPLING
     splits = ("train",)
     description = (
         "KIST SynADL / ElderSim (avi + OpenPose BODY_25 3D JSON): Kinect-25 pose in metres; no official split"
@@ -123,7 +130,7 @@ class KistSynadlSource(Source):
         pose_path = files.pose
         require_files(pose_path, files.video)
         skeletons = read_skeletons(pose_path)
-        clip, padded = decode_sampled(files.video, self.config, item=item)
+        clip, padded = decode_sampled(files.video, self.config, item=item, stride=self.option("frame_stride"))
         video, fps, chosen = clip.frames, clip.info.fps, clip.indices
         base = frame_index_base(list(skeletons), clip.decoded)
         absent = clip.decoded - len(set(skeletons) & set(range(base, base + clip.decoded)))

@@ -29,7 +29,13 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from pipeline.labelspace import IGNORE, source_mapping
-from pipeline.sources._synthetic_common import FRAME_STRIDE, decode_sampled, require_files, sample_frames
+from pipeline.sources._synthetic_common import (
+    FRAME_STRIDE,
+    SYNTHETIC_SAMPLING,
+    decode_sampled,
+    require_files,
+    sample_frames,
+)
 from pipeline.sources.base import Item, Option, Quarantine, Sample, Source, SourceError, file_fingerprint
 
 FORMATS = ("vkitti-guess",)
@@ -112,6 +118,7 @@ class PhavSource(Source):
     name = "phav"
     version = "1"
     tasks = ("depth", "segm")
+    sampling = SYNTHETIC_SAMPLING
     splits = ("train",)
     description = (
         "PHAV action videos: depth + class segm; format UNCONFIRMED, VKITTI-style guess (phav_format option)"
@@ -127,27 +134,14 @@ class PhavSource(Source):
         FRAME_STRIDE,
     )
 
-    def _option(self, name: str, default: str, choices: tuple[str, ...] | None = None) -> str:
-        value = self.config.option(name, default) or default
-        if choices and value not in choices:
-            raise SourceError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
-        return value
-
-    @property
-    def _root(self) -> Path:
-        if self.root is None:
-            raise SourceError("phav needs --root (the folder holding rgb/, depth/ and semseg/)")
-        self._option("phav_format", "vkitti-guess", FORMATS)
-        return Path(self.root)
-
     @cached_property
     def _segm_lookup(self) -> tuple[dict[int, int], list[int], list[str]]:
         """(packed rgb -> unified id, index -> unified id, table class names with no mapping)."""
         mapping = {k: v for k, v in source_mapping("phav").items() if isinstance(k, str)}
         by_index = list(mapping.values())
-        if self._option("phav_segm", "rgb_table", SEGM_MODES) == "index":
+        if self.option("phav_segm") == "index":
             return {}, by_index, []
-        table_path = Path(self._option("phav_segm_table", str(self._root / "semseg_colors.txt")))
+        table_path = Path(self.option("phav_segm_table") or self.root_dir / "semseg_colors.txt")
         if not table_path.is_file():
             raise SourceError(
                 f"phav: colour table {table_path} not found (set phav_segm_table or phav_segm=index)"
@@ -160,9 +154,9 @@ class PhavSource(Source):
         return lut, by_index, unmapped
 
     def items(self, split: str) -> Iterator[Item]:
-        rgb_dir = self._root / self._option("phav_rgb_dir", "rgb")
+        rgb_dir = self.root_dir / self.option("phav_rgb_dir")
         if not rgb_dir.is_dir():
-            raise SourceError(f"phav: no {rgb_dir.name}/ folder under {self._root}")
+            raise SourceError(f"phav: no {rgb_dir.name}/ folder under {self.root_dir}")
         if split != "train":
             return
         for entry in sorted(rgb_dir.iterdir()):
@@ -176,8 +170,8 @@ class PhavSource(Source):
                 )
 
     def _fingerprint_paths(self, rgb: Path, video: str) -> list[Path]:
-        paths = [rgb, *self._frames(self._root / self._option("phav_depth_dir", "depth") / video)]
-        paths += self._frames(self._root / self._option("phav_segm_dir", "semseg") / video)
+        paths = [rgb, *self._frames(self.root_dir / self.option("phav_depth_dir") / video)]
+        paths += self._frames(self.root_dir / self.option("phav_segm_dir") / video)
         return paths + ([] if rgb.is_file() else self._frames(rgb))
 
     @staticmethod
@@ -188,20 +182,20 @@ class PhavSource(Source):
 
     def load(self, item: Item) -> Sample:
         rgb, video = Path(item.payload["rgb"]), item.payload["video"]
-        depth_files = self._frames(self._root / self._option("phav_depth_dir", "depth") / video)
-        segm_files = self._frames(self._root / self._option("phav_segm_dir", "semseg") / video)
+        depth_files = self._frames(self.root_dir / self.option("phav_depth_dir") / video)
+        segm_files = self._frames(self.root_dir / self.option("phav_segm_dir") / video)
         counts = {"depth": len(depth_files), "segm": len(segm_files)}
         if rgb.is_file():
-            clip, padded = decode_sampled(rgb, self.config, counts, item)
+            clip, padded = decode_sampled(rgb, self.config, counts, item, self.option("frame_stride"))
             frames, fps, chosen = clip.frames, clip.info.fps, clip.indices
         else:
             rgb_files = self._frames(rgb)
             counts = {"rgb": len(rgb_files), **counts}
             if min(counts.values()) == 0 or len(set(counts.values())) != 1:
                 raise Quarantine("frame counts disagree: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
-            chosen, padded = sample_frames(counts["rgb"], self.config, item)
+            chosen, padded = sample_frames(counts["rgb"], self.config, item, self.option("frame_stride"))
             frames, fps = self._rgb_frames(rgb_files, chosen), 30.0
-        scale = float(self._option("phav_depth_scale", "0.01"))
+        scale = self.option("phav_depth_scale")
         unique = sorted(set(chosen))
         depth = {t: decode_depth(depth_files[t], scale) for t in unique}
         segm = {t: self._segm(segm_files[t]) for t in unique}
@@ -228,7 +222,7 @@ class PhavSource(Source):
 
     def _segm(self, path: Path) -> tuple[np.ndarray, float]:
         lut, by_index, _ = self._segm_lookup
-        if self._option("phav_segm", "rgb_table", SEGM_MODES) == "index":
+        if self.option("phav_segm") == "index":
             return decode_segm_index(path, by_index)
         return decode_segm_rgb(path, lut)
 

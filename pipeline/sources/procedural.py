@@ -21,7 +21,7 @@ import numpy as np
 from pipeline.config import BuildConfig
 from pipeline.geometry import FULL, Window, label_hw
 from pipeline.schema import KINECT_BONES, KINECT_JOINTS
-from pipeline.sources.base import Item, Option, Sample, Source, sampling_rng, value_fingerprint
+from pipeline.sources.base import Item, Option, Sample, SamplingRule, Source, sampling_rng, value_fingerprint
 
 ACTIONS: tuple[str, ...] = (
     "slide left", "slide right", "rise", "fall", "approach", "recede",
@@ -524,6 +524,7 @@ class ProceduralSource(Source):
     name = "procedural"
     version = RENDERER_VERSION
     tasks = ("action", "depth", "normal", "segm", "pose3d", "boxes")
+    sampling = SamplingRule("rendered at one time in each of --frames equal segments of the clip")
     splits = ("train", "val")
     description = "built-in ray-cast scenes with exact labels and 10 motion classes (no download)"
     needs_root = False

@@ -23,15 +23,13 @@ from typing import Any
 import numpy as np
 
 from pipeline.sources._real_common import (
+    SEGMENT_SAMPLING,
     VideoEntry,
-    choice_option,
     clip_sample,
     confine,
     decode_classification_clip,
     find_dir,
-    int_option,
     load_json,
-    need_root,
     view_items,
     views_option,
 )
@@ -114,6 +112,7 @@ def boxes_for(frames: list, indices: list[int], orig_hw: tuple[int, int]) -> tup
 class SomethingElseSource(Source):
     name = "something-else"
     version = "2"
+    sampling = SEGMENT_SAMPLING
     tasks = ("action", "boxes")
     splits = ("train", "val")
     description = "Something-Else compositional/few-shot splits of SSv2, optional hand/object boxes"
@@ -143,13 +142,13 @@ class SomethingElseSource(Source):
 
     def _box_folders(self, root: Path) -> list[Path]:
         """Where the box file is looked for: `--root` and wherever the split files are looked for."""
-        folder = SPLIT_SETS[choice_option(self.config, "split_set", "compositional", tuple(SPLIT_SETS))][0]
+        folder = SPLIT_SETS[self.option("split_set")][0]
         candidates = [root] + [root / r for r in SPLIT_ROOTS] + [root / r / folder for r in SPLIT_ROOTS]
         return [path for path in dict.fromkeys(candidates) if path.is_dir()]  # pathlib drops "/."
 
     def _box_table(self, root: Path) -> dict | None:
         """The whole box file (video id -> frame list), read once; None when boxes are off/absent."""
-        if choice_option(self.config, "boxes", "auto", ("auto", "0", "1")) == "0":
+        if self.option("boxes") == "0":
             return None
         if self._box_cache is None:
             folders = self._box_folders(root)
@@ -157,7 +156,7 @@ class SomethingElseSource(Source):
             path = next((candidate for candidate in found if candidate.is_file()), None)
             if path is None:
                 where = ", ".join(str(folder.relative_to(root)) for folder in folders)
-                if self.config.option("boxes") == "1":
+                if self.option("boxes") == "1":
                     raise SourceError(
                         f"something-else: --option boxes=1 but no {BOX_FILES[0]} under {root} "
                         f"(looked in {where})"
@@ -179,9 +178,9 @@ class SomethingElseSource(Source):
         return self._box_cache
 
     def items(self, split: str) -> Iterator[Item]:
-        root = need_root(self.root, self.name)
-        split_set = choice_option(self.config, "split_set", "compositional", tuple(SPLIT_SETS))
-        rule = choice_option(self.config, "class_ids", "official", ("official", "orvit"))
+        root = self.root_dir
+        split_set = self.option("split_set")
+        rule = self.option("class_ids")
         folder, labels_name, train_names, val_name = SPLIT_SETS[split_set]
         base = find_dir(root, [f"{r}/{folder}" for r in SPLIT_ROOTS])
         if base is None:
@@ -216,7 +215,7 @@ class SomethingElseSource(Source):
             entries.append(
                 VideoEntry(video_id, video_dir / f"{video_id}.webm", label, name, error, extra=extra)
             )
-        views = 1 if split == "train" else int_option(self.config, "views", 2)
+        views = 1 if split == "train" else self.option("views")
         yield from view_items(confine(root, entries), split, views)
 
     def load(self, item: Item) -> Sample:

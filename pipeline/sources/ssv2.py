@@ -10,18 +10,16 @@ from __future__ import annotations
 import csv
 from collections.abc import Iterator
 from pathlib import Path
-from typing import ClassVar
 
 from pipeline.sources._real_common import (
+    SEGMENT_SAMPLING,
     VideoEntry,
     clip_sample,
     confine,
     decode_classification_clip,
     find_dir,
     find_file,
-    int_option,
     load_json,
-    need_root,
     view_items,
     views_option,
 )
@@ -86,16 +84,16 @@ def video_entries(
 class Ssv2Source(Source):
     name = "ssv2"
     version = "1"
+    sampling = SEGMENT_SAMPLING
     tasks = ("action",)
     splits = ("train", "val", "test")
     description = (
         "Something-Something V2 (webm + label JSONs, 174 classes); views=K temporal views for val/test"
     )
-    eval_views: ClassVar[int] = 2
     options = (views_option(2),)
 
     def _files(self) -> tuple[Path, Path]:
-        root = need_root(self.root, self.name)
+        root = self.root_dir
         labels = find_file(root, LABEL_FILES, ANNOTATION_DIRS, "ssv2 labels file")
         video_dir = find_dir(root, VIDEO_DIRS) or root
         return labels, video_dir
@@ -109,7 +107,7 @@ class Ssv2Source(Source):
             answers_path = labels_path.parent / "test-answers.csv"
             answers = read_test_answers(answers_path) if answers_path.is_file() else None
         entries = video_entries(load_json(split_path), label_map, video_dir, answers, split_path)
-        views = 1 if split == "train" else int_option(self.config, "views", self.eval_views)
+        views = 1 if split == "train" else self.option("views")
         yield from view_items(confine(self.root_dir, entries), split, views)
 
     def load(self, item: Item) -> Sample:

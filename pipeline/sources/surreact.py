@@ -37,7 +37,13 @@ import numpy as np
 import scipy.io as sio
 
 from pipeline.labelspace import lookup_table
-from pipeline.sources._synthetic_common import FRAME_STRIDE, decode_sampled, require_files, smpl_to_kinect
+from pipeline.sources._synthetic_common import (
+    FRAME_STRIDE,
+    SYNTHETIC_SAMPLING,
+    decode_sampled,
+    require_files,
+    smpl_to_kinect,
+)
 from pipeline.sources.base import Item, Option, Quarantine, Sample, Source, SourceError, file_fingerprint
 
 SEGM_SPACE = "unified"
@@ -45,7 +51,6 @@ FOCAL_PX = 600.0  # lens 60 mm on a 32 mm sensor at 320 px width
 NATIVE_WIDTH, NATIVE_HEIGHT = 320, 240
 DEPTH_BACKGROUND = 1e3  # metres; Blender writes ~1e10 where no surface is hit (SURREAL's loader test)
 _VIEW = re.compile(r"_v(\d{3})_r\d{2}$")
-_SEGM_VAR = re.compile(r"^segm_(\d+)$")
 
 
 # ----------------------------------------------------------------------------- camera and joints
@@ -151,6 +156,7 @@ class SurreactSource(Source):
     name = "surreact"
     version = "2"  # 2: SURREACT's kinect2smpl wrist/hand pairing; the shared ffmpeg decode
     tasks = ("depth", "segm", "pose3d")
+    sampling = SYNTHETIC_SAMPLING
     splits = ("train", "test")
     description = (
         "SURREACT SMPL humans (mp4 + _info/_segm.mat): body-part segm, Kinect-25 camera pose, depth if any"
@@ -201,7 +207,7 @@ class SurreactSource(Source):
         counts = {"info": len(joints), "segm": len(_mat_frames(segm_path, "segm"))}
         if has_depth:
             counts["depth"] = len(_mat_frames(depth_path, "depth"))
-        clip, padded = decode_sampled(video_path, self.config, counts, item)
+        clip, padded = decode_sampled(video_path, self.config, counts, item, self.option("frame_stride"))
         video, fps, chosen = clip.frames, clip.info.fps, clip.indices
         labels = {"segm.npy": self._segm(segm_path, chosen, video.shape[1:3])}
         if has_depth:

@@ -8,25 +8,30 @@ Per split, the first of these that exists is used:
 
 Class ids: the lines of `<root>/classes.txt` when present, else the sorted class names seen in
 every split (so train and val agree). A label not in `classes.txt` is quarantined.
+
+Frames: `--option sampling=segment` (the default) takes one frame in each of `--frames` equal segments
+of the whole video (PySlowFast's SSv2 rule); `sampling=stride` takes a `--frames x --sampling-rate`
+window (PySlowFast's Kinetics rule: a random start for each train view, centred for one test view).
 """
 
 from __future__ import annotations
 
 import csv
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 from pipeline.sources._real_common import (
+    SEGMENT_SAMPLING,
+    STRIDE_SAMPLING,
     VideoEntry,
     clip_sample,
     confine,
     decode_classification_clip,
-    int_option,
-    need_root,
     view_items,
     views_option,
 )
-from pipeline.sources.base import Item, Sample, Source, SourceError
+from pipeline.sources.base import Item, Option, Sample, SamplingRule, Source, SourceError
 
 VIDEO_SUFFIXES = {".mp4", ".webm", ".mkv", ".avi", ".mov", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".gif"}
 SPLITS = ("train", "val", "test")
@@ -63,7 +68,23 @@ class VideoFolderSource(Source):
     description = (
         "Your own videos: <root>/<class>/<video>, <root>/<split>/<class>/<video> or <root>/<split>.csv"
     )
-    options = (views_option(1),)
+    sampling = SEGMENT_SAMPLING
+    options = (
+        views_option(1),
+        Option(
+            "sampling",
+            "str",
+            "segment",
+            "segment: one frame per equal segment of the video; stride: a --frames x --sampling-rate window",
+            ("segment", "stride"),
+        ),
+    )
+
+    def sampling_rule(self) -> SamplingRule:
+        if self.option("sampling") == "stride":
+            return STRIDE_SAMPLING
+        hint = "; --option sampling=stride takes a --frames x --sampling-rate window"
+        return replace(SEGMENT_SAMPLING, text=SEGMENT_SAMPLING.text + hint)
 
     def _split_rows(self, root: Path, split: str) -> list[tuple[str, str]] | None:
         if (root / f"{split}.csv").is_file():
@@ -87,7 +108,7 @@ class VideoFolderSource(Source):
         return sorted(names), False
 
     def items(self, split: str) -> Iterator[Item]:
-        root = need_root(self.root, self.name)
+        root = self.root_dir
         rows = self._split_rows(root, split)
         if not rows:
             if split == "train":
@@ -112,9 +133,9 @@ class VideoFolderSource(Source):
                 if class_id is None:
                     error = f"unknown class {label!r} (not in classes.txt)"
             entries.append(VideoEntry(video_id, video, class_id, name, error))
-        views = 1 if split == "train" else int_option(self.config, "views", 1)
+        views = 1 if split == "train" else self.option("views")
         yield from view_items(confine(root, entries), split, views)
 
     def load(self, item: Item) -> Sample:
-        clip, entry = decode_classification_clip(item, self.config)
+        clip, entry = decode_classification_clip(item, self.config, self.option("sampling"))
         return clip_sample(item, clip, entry)

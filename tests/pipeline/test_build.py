@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from pipeline import sources
-from pipeline.build import build_source, plan_units
-from pipeline.config import BuildInfo
-from pipeline.manifest import read_build, read_manifest
+from pipeline.build import BuildRequest, build_source
+from pipeline.manifest import BuildInfo, read_build, read_manifest
+from pipeline.plan import plan_units
 from pipeline.reader import iter_samples, verify
 from pipeline.sources import SourceError
 from pipeline.sources.base import Item
@@ -24,7 +24,7 @@ def shard_bytes(source_dir: Path) -> dict[str, bytes]:
 
 
 def test_same_inputs_and_config_give_byte_identical_shards(tmp_path: Path, procedural_build: Path) -> None:
-    again = build_source("procedural", tmp_path, tiny_config(), workers=0).out_dir
+    again = build_source(BuildRequest("procedural", tmp_path, tiny_config(), workers=0)).out_dir
     assert shard_bytes(again) == shard_bytes(procedural_build)
     assert len(shard_bytes(again)) > 2, "the fixture should span several shards"
     assert read_manifest(again).equals(read_manifest(procedural_build))
@@ -51,17 +51,17 @@ def test_reader_yields_every_manifest_sample_once(procedural_build: Path) -> Non
 
 
 def test_unchanged_rebuild_does_no_work(tmp_path: Path) -> None:
-    first = build_source("procedural", tmp_path, tiny_config(), workers=0)
+    first = build_source(BuildRequest("procedural", tmp_path, tiny_config(), workers=0))
     stamps = {p.name: p.stat().st_mtime_ns for p in first.out_dir.iterdir() if p.is_file()}
-    second = build_source("procedural", tmp_path, tiny_config(), workers=0)
+    second = build_source(BuildRequest("procedural", tmp_path, tiny_config(), workers=0))
     assert second.up_to_date and second.units_built == 0
     assert {p.name: p.stat().st_mtime_ns for p in first.out_dir.iterdir() if p.is_file()} == stamps
 
 
 def test_added_inputs_rebuild_only_the_units_they_fall_into(tmp_path: Path) -> None:
-    first = build_source("procedural", tmp_path, tiny_config(num_samples=20), workers=0)
+    first = build_source(BuildRequest("procedural", tmp_path, tiny_config(num_samples=20), workers=0))
     before = shard_bytes(first.out_dir)
-    second = build_source("procedural", tmp_path, tiny_config(num_samples=22), workers=0)
+    second = build_source(BuildRequest("procedural", tmp_path, tiny_config(num_samples=22), workers=0))
     assert not second.up_to_date
     assert second.units_built < second.units_total // 2, "only the tail unit(s) should be rebuilt"
     after = shard_bytes(second.out_dir)
@@ -79,8 +79,8 @@ def test_inserted_item_renames_later_shards_instead_of_rebuilding_them(tmp_path:
 
 
 def test_changed_size_regenerates_everything_and_never_mixes(tmp_path: Path) -> None:
-    first = build_source("procedural", tmp_path, tiny_config(), workers=0)
-    second = build_source("procedural", tmp_path, tiny_config(size=24), workers=0)
+    first = build_source(BuildRequest("procedural", tmp_path, tiny_config(), workers=0))
+    second = build_source(BuildRequest("procedural", tmp_path, tiny_config(size=24), workers=0))
     assert second.config_changed and second.units_built == second.units_total
     assert second.config_hash != first.config_hash
     hashes = {sample["meta"]["config_hash"] for sample in iter_samples(second.out_dir)}
@@ -92,16 +92,18 @@ def test_changed_size_regenerates_everything_and_never_mixes(tmp_path: Path) -> 
 
 
 def test_changed_frames_and_label_stride_regenerate(tmp_path: Path) -> None:
-    base = build_source("procedural", tmp_path, tiny_config(), workers=0)
+    base = build_source(BuildRequest("procedural", tmp_path, tiny_config(), workers=0))
     for change in ({"frames": 3}, {"label_stride": 2}):
-        report = build_source("procedural", tmp_path, dataclasses.replace(tiny_config(), **change), workers=0)
+        report = build_source(
+            BuildRequest("procedural", tmp_path, dataclasses.replace(tiny_config(), **change), workers=0)
+        )
         assert report.config_changed and report.units_built == report.units_total
     assert read_build(base.out_dir)["config"]["label_stride"] == 2
 
 
 def test_bad_inputs_are_quarantined_with_reasons_and_the_rest_is_built(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setitem(sources._ADAPTERS, "faulty", "faulty_source:FaultySource")
-    report = build_source("faulty", tmp_path, tiny_config(), workers=0)
+    report = build_source(BuildRequest("faulty", tmp_path, tiny_config(), workers=0))
     reasons = {item_id: reason for _, item_id, reason in report.quarantined}
     assert set(reasons) == {"train-000003", "train-000005", "train-000008", "train-000011"}
     assert reasons["train-000003"] == "train-000003.hdf5: truncated file (test)"
@@ -118,12 +120,12 @@ def test_bad_inputs_are_quarantined_with_reasons_and_the_rest_is_built(tmp_path:
 
 @pytest.mark.timeout(120)
 def test_local_ray_build_matches_the_serial_build(tmp_path: Path, procedural_build: Path) -> None:
-    report = build_source("procedural", tmp_path, tiny_config(), workers=2)
+    report = build_source(BuildRequest("procedural", tmp_path, tiny_config(), workers=2))
     assert shard_bytes(report.out_dir) == shard_bytes(procedural_build)
 
 
 def test_jpeg_codec_build_verifies_and_is_smaller(tmp_path: Path, procedural_build: Path) -> None:
-    report = build_source("procedural", tmp_path, tiny_config(codec="jpeg"), workers=0)
+    report = build_source(BuildRequest("procedural", tmp_path, tiny_config(codec="jpeg"), workers=0))
     assert verify(report.out_dir) == []
     sample = next(iter_samples(report.out_dir))
     assert sample["video"].shape == (4, 32, 43, 3)
@@ -151,5 +153,5 @@ def test_samples_that_name_two_label_spaces_are_refused_before_the_commit(
 
     monkeypatch.setattr(ProceduralSource, "load", one_sample_in_another_space)
     with pytest.raises(SourceError, match="^procedural: samples name segm_space 'procedural' and 'unified'"):
-        build_source("procedural", tmp_path, tiny_config(), workers=0)
+        build_source(BuildRequest("procedural", tmp_path, tiny_config(), workers=0))
     assert not (tmp_path / "procedural" / "build.json").exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -9,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from pipeline import sources
-from pipeline.cli import main
+from pipeline.cli import build_parser, config_from_args, main
+from pipeline.config import BuildConfig, config_flag, field_comments
 
 TINY = [
     "--frames",
@@ -88,3 +90,38 @@ def test_sources_lists_procedural_with_its_tasks(capsys) -> None:
     assert main(["sources"]) == 0
     line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("procedural"))
     assert "action,depth,normal,segm,pose3d,boxes" in line and "no --root needed" in line
+
+
+# A value other than the default for every BuildConfig field, as given on the command line.
+NOT_DEFAULT = {
+    "frames": ("8", 8),
+    "sampling_rate": ("2", 2),
+    "size": ("64", 64),
+    "crop": ("centre", "centre"),
+    "max_aspect": ("1.5", 1.5),
+    "label_stride": ("2", 2),
+    "train_views": ("3", 3),
+    "codec": ("jpeg", "jpeg"),
+    "jpeg_quality": ("80", 80),
+    "max_objects": ("4", 4),
+    "seed": ("7", 7),
+    "options": ("b=2", (("b", "2"),)),
+    "samples_per_shard": ("5", 5),
+    "num_samples": ("9", 9),
+}
+
+
+def test_every_build_config_field_is_one_flag_documented_by_its_comment(capsys) -> None:
+    assert set(NOT_DEFAULT) == {f.name for f in dataclasses.fields(BuildConfig)}
+    flags = [arg for name, (text, _) in NOT_DEFAULT.items() for arg in (config_flag(name), text)]
+    args = build_parser().parse_args(["build", "--source", "procedural", *flags])
+    config = config_from_args(args)
+    assert {name: getattr(config, name) for name in NOT_DEFAULT} == {
+        k: v for k, (_, v) in NOT_DEFAULT.items()
+    }
+    assert config_from_args(build_parser().parse_args(["build", "--source", "procedural"])) == BuildConfig()
+    with pytest.raises(SystemExit):
+        main(["build", "--help"])
+    shown = " ".join(capsys.readouterr().out.split())
+    for name, comment in field_comments(BuildConfig).items():
+        assert f"{config_flag(name)} " in shown and " ".join(comment.split()) in shown

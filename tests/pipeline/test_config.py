@@ -9,7 +9,8 @@ import sys
 
 import pytest
 
-from pipeline.config import FORMAT_VERSION, BuildConfig, BuildInfo, parse_options
+from pipeline.config import FORMAT_VERSION, BuildConfig, parse_options
+from pipeline.manifest import BuildInfo
 
 # Pinned: if this changes, every user's shards are regenerated; change it only on purpose.
 DEFAULT_HASH = BuildConfig().stable_hash("procedural", "1")
@@ -55,7 +56,7 @@ def test_adapter_name_and_version_change_the_hash() -> None:
 
 
 def test_scheduling_fields_do_not_change_the_hash() -> None:
-    config = BuildConfig(samples_per_unit=7, num_samples=999)
+    config = BuildConfig(samples_per_shard=7, num_samples=999)
     assert config.stable_hash("procedural", "1") == DEFAULT_HASH
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.build import build_source
+from pipeline.build import BuildRequest, build_source
 from pipeline.manifest import read_manifest
 from pipeline.reader import verify
 from tests.conftest import tiny_config
@@ -69,8 +69,8 @@ def test_sigkilled_build_resumes_without_duplicates_or_losses(tmp_path: Path) ->
     assert resumed.returncode == 0, resumed.stderr
     assert "reused" in resumed.stdout and "reused 0" not in resumed.stdout
 
-    config = tiny_config(size=48, label_stride=4, num_samples=60, samples_per_unit=3)
-    clean = build_source("procedural", tmp_path / "clean", config, workers=0).out_dir
+    config = tiny_config(size=48, label_stride=4, num_samples=60, samples_per_shard=3)
+    clean = build_source(BuildRequest("procedural", tmp_path / "clean", config, workers=0)).out_dir
     killed_rows = read_manifest(source_dir).to_pylist()
     keys = [row["key"] for row in killed_rows]
     assert len(keys) == len(set(keys)) == 75

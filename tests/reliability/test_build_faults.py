@@ -3,6 +3,7 @@ unreachable builds, and builds killed at random points, each compared with an un
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import random
@@ -16,11 +17,11 @@ from pathlib import Path
 import pytest
 
 from pipeline import parallel
-from pipeline.build import build_source
+from pipeline.build import BuildRequest, build_source
 from pipeline.cli import main
 from pipeline.manifest import read_build
 from pipeline.reader import verify
-from pipeline.sources import _ADAPTERS, Item, SourceError
+from pipeline.sources import _ADAPTERS, Item, SourceError, get_source, source_names
 from pipeline.sources.procedural import ProceduralSource
 from tests.conftest import tiny_config
 
@@ -35,7 +36,7 @@ def built(tmp_path: Path, procedural_build: Path) -> Path:
 
 
 def rebuild(out: Path, **kwargs) -> object:
-    return build_source("procedural", out, tiny_config(), workers=0, **kwargs)
+    return build_source(BuildRequest("procedural", out, tiny_config(), workers=0, **kwargs))
 
 
 def shard_bytes(source_dir: Path) -> dict[str, bytes]:
@@ -103,8 +104,8 @@ def test_nothing_to_build_never_starts_ray(built: Path, monkeypatch) -> None:
 
     monkeypatch.setattr(parallel, "_run_on_ray", no_ray)
     (built / "procedural" / "manifest.parquet").unlink()  # a repair with no unit to build
-    build_source("procedural", built, tiny_config(), workers=2)
-    assert build_source("procedural", built, tiny_config(), workers=2).up_to_date
+    build_source(BuildRequest("procedural", built, tiny_config(), workers=2))
+    assert build_source(BuildRequest("procedural", built, tiny_config(), workers=2)).up_to_date
 
 
 # ----------------------------------------------------------------------------- keys
@@ -123,20 +124,24 @@ class CollidingIds(ProceduralSource):
 
 def test_ids_that_sanitise_alike_build_distinct_samples(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setitem(_ADAPTERS, "colliding", CollidingIds)
-    report = build_source("colliding", tmp_path, tiny_config(num_samples=4), splits=["train"], workers=0)
+    report = build_source(
+        BuildRequest("colliding", tmp_path, tiny_config(num_samples=4), splits=["train"], workers=0)
+    )
     assert report.samples == 4
     assert verify(report.out_dir) == []
 
 
 def test_the_build_checks_keys_not_ids(tmp_path: Path, monkeypatch) -> None:
-    import pipeline.build as build
+    import pipeline.plan as plan
 
     monkeypatch.setitem(_ADAPTERS, "colliding", CollidingIds)
-    monkeypatch.setattr(build, "sample_key", lambda source, item_id: f"{source}-{item_id}".replace(".", "_"))
+    monkeypatch.setattr(plan, "sample_key", lambda source, item_id: f"{source}-{item_id}".replace(".", "_"))
     with pytest.raises(
         SourceError, match=r"ids '50.1' \(train\) and '50_1' \(train\) both become sample key"
     ):
-        build_source("colliding", tmp_path, tiny_config(num_samples=4), splits=["train"], workers=0)
+        build_source(
+            BuildRequest("colliding", tmp_path, tiny_config(num_samples=4), splits=["train"], workers=0)
+        )
 
 
 # ----------------------------------------------------------------------------- builds that must not "succeed"
@@ -163,6 +168,43 @@ def test_a_split_with_no_inputs_is_an_error_not_an_empty_build(tmp_path: Path, c
     err = one_line_exit_2([*argv, "--split", "val", "--quiet"], capsys)
     assert "no inputs found for split val" in err
     assert not (tmp_path / "o" / "videofolder" / "build.json").exists()
+
+
+@pytest.mark.parametrize(
+    "source, flags, refused",
+    [
+        (
+            "videofolder",
+            ["--sampling-rate", "4"],
+            "does not use --sampling-rate (its frames: one frame in each",
+        ),
+        (
+            "ava",
+            ["--train-views", "2"],
+            "does not use --train-views (its frames: a --frames x --sampling-rate",
+        ),
+        ("procedural", ["--sampling-rate", "4"], "does not use --sampling-rate (its frames: rendered at one"),
+    ],
+)
+def test_a_sampling_flag_the_source_does_not_use_is_refused_before_any_work(
+    tmp_path: Path, capsys, source: str, flags: list[str], refused: str
+) -> None:
+    out = tmp_path / "out"
+    argv = ["build", "--source", source, "--root", str(tmp_path), "--out", str(out), *flags, "--quiet"]
+    assert f"source {source} {refused}" in one_line_exit_2(argv, capsys)
+    assert not out.exists()  # nothing listed, planned or written
+
+
+@pytest.mark.parametrize("name", source_names())
+def test_every_source_refuses_exactly_the_sampling_settings_its_rule_does_not_read(name: str) -> None:
+    adapter = get_source(name)
+    for setting, value in {"sampling_rate": 4, "train_views": 2}.items():
+        built = adapter(None, dataclasses.replace(tiny_config(), **{setting: value}))
+        if setting in adapter.sampling.reads:
+            built.check_sampling()
+            continue
+        with pytest.raises(SourceError, match=f"^source {adapter.name} does not use "):
+            built.check_sampling()
 
 
 @pytest.mark.parametrize("where", ["file", "below a file"])

@@ -9,17 +9,20 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.build import build_source
+from pipeline.build import BuildRequest, build_source
 from pipeline.cli import main
 from pipeline.config import BuildConfig
+from pipeline.manifest import read_build
 from pipeline.sources import Item, Sample, SourceError, get_source, register, source_names, unregister
 from pipeline.sources.procedural import ProceduralSource
+from tests.conftest import tiny_config
 
 SOURCES = Path(__file__).resolve().parents[2] / "pipeline" / "sources"
-# Literal option names an adapter module reads: config.option("x"), self.option("x"),
-# choice_option(config, "x", ...), int_option(config, "x", ...), phav's self._option("x", ...).
-_READS = re.compile(r"""(?:\.option|\._option|choice_option|int_option)\((?:[\w.]+, )?"(\w+)\"""")
-TINY = BuildConfig(frames=2, size=16, num_samples=4, samples_per_unit=4)
+# Literal option names an adapter module reads: self.option("x"), the one way to read an option.
+_READS = re.compile(r"""\bself\.option\("(\w+)\"""")
+# Any other way to read one: the raw config's string, or a helper that re-states the default.
+_OTHER_READS = re.compile(r"""config\.option\(|\b\w+_option\(\w*config|\._option\(""")
+TINY = BuildConfig(frames=2, size=16, num_samples=4, samples_per_shard=4)
 
 
 @pytest.mark.parametrize("name", source_names())
@@ -28,20 +31,39 @@ def test_every_option_an_adapter_reads_is_declared(name: str) -> None:
     declared = [option.name for option in adapter.options]
     assert len(declared) == len(set(declared)), "an option is declared twice"
     module = Path(adapter.__module__.replace(".", "/")).name + ".py"
-    read = set(_READS.findall((SOURCES / module).read_text()))
+    text = (SOURCES / module).read_text()
+    read = set(_READS.findall(text))
     assert read <= set(declared), f"{module} reads undeclared options {sorted(read - set(declared))}"
+    assert not _OTHER_READS.findall(text), f"{module} reads an option around Source.option"
     for option in adapter.options:  # a default must pass its own check (and describe() must work)
         assert option.default is None or option.parse(str(option.default)) == option.default
         assert option.name in option.describe()
 
 
-def test_options_are_normalised_and_defaults_left_out_of_the_hash() -> None:
+def test_options_are_normalised_and_kept_as_given_even_at_their_default() -> None:
     diving = get_source("diving48")
     assert diving.resolve_options((("views", "3"),)) == (("views", "3"),)
     assert diving.resolve_options((("views", "03"),)) == (("views", "3"),)
-    assert diving.resolve_options((("views", "2"), ("frame_range", "0"))) == ()  # both are defaults
-    spelled = [BuildConfig(options=diving.resolve_options(o)) for o in ((), (("views", "2"),))]
-    assert spelled[0].stable_hash("diving48", "2") == spelled[1].stable_hash("diving48", "2")
+    given = (("views", "2"), ("frame_range", "0"))  # both equal today's defaults
+    assert diving.resolve_options(given) == (("frame_range", "0"), ("views", "2"))
+    unset, explicit = (BuildConfig(options=diving.resolve_options(o)) for o in ((), (("views", "2"),)))
+    assert unset.stable_hash("diving48", "2") == BuildConfig().stable_hash("diving48", "2")
+    assert explicit.stable_hash("diving48", "2") != unset.stable_hash("diving48", "2")
+    assert diving(None, explicit).option("views") == diving(None, unset).option("views") == 2
+
+
+def test_a_build_without_options_keeps_its_hash_and_one_given_at_its_default_is_recorded(
+    procedural_build: Path, tmp_path: Path
+) -> None:
+    assert read_build(procedural_build)["config"]["options"] == []
+    assert read_build(procedural_build)["config_hash"] == tiny_config().stable_hash(
+        "procedural", ProceduralSource.version
+    )
+    default = repr(ProceduralSource.options[0].default)  # aspect, spelled as the default
+    config = tiny_config(num_samples=2, options=(("aspect", default),))
+    report = build_source(BuildRequest("procedural", tmp_path, config, splits=["train"]))
+    assert read_build(report.out_dir)["config"]["options"] == [["aspect", default]]
+    assert report.config_hash != read_build(procedural_build)["config_hash"]
 
 
 @pytest.mark.parametrize(
@@ -97,7 +119,7 @@ def registered() -> Iterator[str]:
 
 
 def test_item_problem_is_quarantined_without_load(registered: str, tmp_path: Path) -> None:
-    report = build_source(registered, tmp_path, TINY, splits=["train"], workers=0)
+    report = build_source(BuildRequest(registered, tmp_path, TINY, splits=["train"], workers=0))
     assert len(report.quarantined) == 1
     split, item_id, reason = report.quarantined[0]
     assert split == "train" and reason == "bad annotation row (test)"

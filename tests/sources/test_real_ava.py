@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from real_fixtures import AVA_60, AVA_VIDEOS, ava_pbtxt, make_ava, read_index
 
-from pipeline.build import finalize
 from pipeline.config import BuildConfig
+from pipeline.finish import finish_sample
 from pipeline.sources import SourceError, get_source
 from pipeline.sources.ava import clip_indices, read_label_map
 from pipeline.sources.base import Quarantine
@@ -54,7 +54,7 @@ def test_clip_is_centred_on_the_keyframe(root_name, request):
     assert [read_index(f) for f in sample.video] == [86, 88, 90, 92]
     assert sample.orig_hw == (36, 64)
     item = items(root)[f"{V0}_0903"]
-    _, video, _ = finalize(sample, item, "ava", CONFIG, "0" * 16)
+    _, video, _ = finish_sample(sample, item, "ava", CONFIG, "0" * 16)
     assert video.shape == (4, 32, 57, 3)  # the whole 16:9 frame, short side 32 (frames or video alike)
     assert sample.extra["ava_key"] == f"{V0},0903" and sample.extra["keyframe_index"] == 90
 
@@ -143,10 +143,12 @@ def test_missing_ground_truth_is_a_source_error(frames_root, tmp_path):
 
 
 def test_a_person_at_the_right_edge_survives_into_the_shard_as_the_csv_box(frames_root, tmp_path):
-    from pipeline.build import build_source
+    from pipeline.build import BuildRequest, build_source
     from pipeline.reader import iter_samples
 
-    report = build_source("ava", tmp_path, CONFIG, root=frames_root, splits=["train"], workers=0)
+    report = build_source(
+        BuildRequest("ava", tmp_path, CONFIG, root=frames_root, splits=["train"], workers=0)
+    )
     shard = {s["meta"]["id"]: s for s in iter_samples(report.out_dir)}
     edge = shard[f"{V0}_0905"]
     assert edge["video"].shape == (4, 32, 57, 3) and edge["meta"]["hw"] == [32, 57]

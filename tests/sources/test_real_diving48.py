@@ -10,7 +10,7 @@ from real_fixtures import make_diving48, read_index, write_json
 
 from pipeline.config import BuildConfig
 from pipeline.sources import SourceError, get_source
-from pipeline.sources._real_common import stride_indices
+from pipeline.sources._real_common import Draw, stride_indices
 from pipeline.sources.base import Quarantine
 
 CONFIG = BuildConfig(frames=8, size=32, label_stride=4)
@@ -58,7 +58,7 @@ def test_test_split_has_views_and_an_end_frame_past_the_video_is_clipped(root):
     samples = [source(root, config).load(i) for i in items]
     # end_frame 20 of a 20-frame video is clipped to frame 19: sampling runs over 20 frames
     # the fixed-stride rule: a 8 x 4 window is longer than the 20 frames, so it is clamped to them
-    assert samples[1].frame_indices == stride_indices(20, 8, 4, view=1, num_views=2)
+    assert samples[1].frame_indices == stride_indices(20, 8, 4, Draw(view=1, views=2))
     assert samples[1].frame_indices == [0, 4, 8, 13, 17, 19, 19, 19]
     assert samples[0].extra["video_id"] == "-mmq0PT-u8k_00156" and samples[0].extra["padded_frames"] == 0
     with pytest.raises(SourceError, match="no official validation"):

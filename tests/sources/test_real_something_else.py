@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from real_fixtures import make_something_else, read_index, ssv2_entry, write_json
 
-from pipeline.build import finalize
 from pipeline.config import BuildConfig
+from pipeline.finish import finish_sample
 from pipeline.sources import SourceError, get_source
 from pipeline.sources.base import Quarantine
 
@@ -63,7 +63,7 @@ def test_boxes_are_normalised_to_the_whole_frame_hands_first(root):
     # --crop centre: the engine maps them into x in [28, 100)
     cfg = BuildConfig(frames=4, size=32, label_stride=4, crop="centre")
     centred = source(root, cfg)
-    _, video, labels = finalize(centred.load(item), item, "something-else", cfg, "0" * 16)
+    _, video, labels = finish_sample(centred.load(item), item, "something-else", cfg, "0" * 16)
     assert video.shape == (4, 32, 32, 3)
     np.testing.assert_allclose(labels["boxes.npy"][0, 0], [0.0, 0.0, 36 / 72, 0.5], atol=1e-6)
     assert sample.extra["box_space"] == "something-else-hand-object" and sample.extra["box_frames"] == 20

@@ -124,5 +124,5 @@ def test_missing_annotation_file_is_a_one_line_source_error(ssv2_root, tmp_path)
     with pytest.raises(SourceError) as caught:
         list(source(root).items("val"))
     assert "ssv2 val split file" in str(caught.value) and "\n" not in str(caught.value)
-    with pytest.raises(SourceError, match="needs --root"):
+    with pytest.raises(SourceError, match="reads a dataset from disk: pass --root DIR"):
         list(source(None).items("train"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from real_fixtures import encode, index_frames, read_index
 
@@ -46,3 +47,47 @@ def test_csv_lists_with_names_ids_and_unknown_classes(tmp_path):
 def test_empty_root_is_a_source_error(tmp_path):
     with pytest.raises(SourceError, match="no train.csv"):
         list(source(tmp_path).items("train"))
+
+
+@pytest.fixture(scope="module")
+def hundred_frames(tmp_path_factory):
+    """`<root>/{train,val}/walk/a.mp4`: a 100-frame video whose frames show their own index."""
+    root = tmp_path_factory.mktemp("videofolder")
+    for split in ("train", "val"):
+        encode(root / split / "walk" / "a.mp4", index_frames(100, 48, 64), 30)
+    return root
+
+
+def _frames(root, split: str, **config) -> list[int]:
+    adapter = source(root, BuildConfig(size=32, label_stride=4, **config))
+    (item,) = adapter.items(split)
+    sample = adapter.load(item)
+    assert [read_index(frame) for frame in sample.video] == sample.frame_indices
+    return sample.frame_indices
+
+
+def test_stride_sampling_takes_a_frames_by_rate_window_as_pyslowfasts_kinetics_loader(hundred_frames):
+    stride = {"frames": 16, "sampling_rate": 4, "options": (("sampling", "stride"),)}
+    # Test view: the window of 16 x 4 frames centred in the video, frames spread over it by linspace.
+    assert _frames(hundred_frames, "val", **stride) == [int(18 + k * 63 / 15) for k in range(16)]
+    # Train view: the same window at a random start in [0, 100 - 64]; frames about 4 apart.
+    train = _frames(hundred_frames, "train", **stride)
+    assert 0 <= train[0] <= 36 and 62 <= train[-1] - train[0] <= 63
+    assert set(np.diff(train)) <= {4, 5}
+
+
+def test_segment_sampling_stays_the_default_and_spreads_the_clip_over_the_whole_video(hundred_frames):
+    segment = _frames(hundred_frames, "val", frames=16)
+    assert segment == _frames(hundred_frames, "val", frames=16, options=(("sampling", "segment"),))
+    assert segment[0] <= 6 and segment[-1] >= 93  # one frame per segment of the whole video
+
+
+def test_a_sampling_rate_the_rule_does_not_read_is_refused_naming_the_rule(hundred_frames):
+    with pytest.raises(SourceError) as refused:
+        source(hundred_frames, BuildConfig(sampling_rate=4)).check_sampling()
+    assert str(refused.value) == (
+        "source videofolder does not use --sampling-rate (its frames: one frame in each of --frames "
+        "equal segments of the whole video, PySlowFast's SSv2 rule; --option sampling=stride takes a "
+        "--frames x --sampling-rate window)"
+    )
+    source(hundred_frames, BuildConfig(sampling_rate=4, options=(("sampling", "stride"),))).check_sampling()

@@ -21,7 +21,7 @@ from synthetic_fixtures import (
     write_synadl_clip,
 )
 
-from pipeline.build import build_source
+from pipeline.build import BuildRequest, build_source
 from pipeline.config import BuildConfig
 
 CONFIG = BuildConfig(frames=16, size=256, label_stride=4)
@@ -83,7 +83,7 @@ def test_build_throughput(tmp_path: Path, source: str) -> None:
     clips = FIXTURES[source](tmp_path / "raw")
     start = time.perf_counter()
     raw, out = tmp_path / "raw", tmp_path / "out"
-    report = build_source(source, out, CONFIG, root=raw, splits=["train"], workers=0)
+    report = build_source(BuildRequest(source, out, CONFIG, root=raw, splits=["train"], workers=0))
     seconds = time.perf_counter() - start
     assert report.samples == clips and not report.quarantined
     geometry = f"frames={CONFIG.frames}, size={CONFIG.size}, label_stride={CONFIG.label_stride}"

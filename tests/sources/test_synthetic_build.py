@@ -16,7 +16,7 @@ from synthetic_fixtures import (
     write_synadl_clip,
 )
 
-from pipeline.build import build_source
+from pipeline.build import BuildRequest, build_source
 from pipeline.config import BuildConfig
 from pipeline.manifest import read_build
 from pipeline.reader import iter_samples, verify
@@ -71,7 +71,9 @@ def test_bad_input_is_quarantined_and_the_rest_builds(tmp_path: Path, source: st
     write, tasks = CASES[source]
     reason = write(tmp_path / "raw")
     raw = tmp_path / "raw"
-    report = build_source(source, tmp_path / "out", CONFIG, root=raw, splits=["train"], workers=0)
+    report = build_source(
+        BuildRequest(source, tmp_path / "out", CONFIG, root=raw, splits=["train"], workers=0)
+    )
     assert report.samples == 1
     assert len(report.quarantined) == 1 and reason in report.quarantined[0][2]
     (sample,) = iter_samples(report.out_dir)

@@ -17,10 +17,10 @@ def test_short_source_is_padded_with_its_last_frame() -> None:
     assert sample_frames(2, BuildConfig(frames=4)) == ([0, 1, 1, 1], 2)
 
 
-def test_stride_option_takes_a_centred_window() -> None:
-    config = BuildConfig(frames=4, options=(("frame_stride", "2"),))
-    assert sample_frames(20, config) == ([6, 8, 10, 12], 0)
-    assert sample_frames(5, config) == ([0, 2, 4, 4], 1)
+def test_a_stride_takes_a_centred_window() -> None:
+    config = BuildConfig(frames=4)
+    assert sample_frames(20, config, stride=2) == ([6, 8, 10, 12], 0)
+    assert sample_frames(5, config, stride=2) == ([0, 2, 4, 4], 1)
 
 
 def test_no_frames_is_quarantined() -> None:

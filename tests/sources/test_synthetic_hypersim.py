@@ -18,7 +18,7 @@ from pipeline.geometry import frame_geometry, resize_map
 from pipeline.labelspace import load_label_space
 from pipeline.schema import SEGM_IGNORE
 from pipeline.sources.base import Quarantine, SourceError
-from pipeline.sources.hypersim import STANDARD_M_CAM_FROM_UV, HypersimSource, planar_ratio
+from pipeline.sources.hypersim import STANDARD_M_CAM_FROM_UV, HypersimSource, camera_rays, planar_ratio
 
 H, W = 6, 8
 
@@ -111,7 +111,7 @@ def test_standard_ratio_matches_the_886_81_pixel_focal_snippet() -> None:
     x = np.linspace(-511.5, 511.5, 1024)[None, :].repeat(768, 0)
     y = np.linspace(-383.5, 383.5, 768)[:, None].repeat(1024, 1)
     expected = 886.81 / np.sqrt(x**2 + y**2 + 886.81**2)
-    ratio = planar_ratio(np.asarray(STANDARD_M_CAM_FROM_UV), 768, 1024)
+    ratio = planar_ratio(camera_rays(np.asarray(STANDARD_M_CAM_FROM_UV), 768, 1024))
     np.testing.assert_allclose(ratio, expected, rtol=1e-4)
 
 

@@ -45,6 +45,11 @@ def test_rgb_as_a_video_file(tmp_path: Path) -> None:
     np.testing.assert_allclose(sample.video[:, 5, 5, 0], [15, 35], atol=3)
 
 
+def test_the_frame_stride_option_reaches_the_sampler(tmp_path: Path) -> None:
+    write_phav_video(tmp_path, t=7)
+    assert _load_only(_source(tmp_path, frames=3, frame_stride="3")).frame_indices == [0, 3, 6]  # 3 apart
+
+
 def test_colour_table_segmentation_maps_into_the_unified_space(tmp_path: Path) -> None:
     write_phav_video(tmp_path)
     sample = _load_only(_source(tmp_path))

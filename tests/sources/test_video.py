@@ -10,7 +10,7 @@ import pytest
 from real_fixtures import add_rotation, colour_block_frames, corrupt, encode, index_frames, read_index
 
 from pipeline import video
-from pipeline.geometry import stored_geometry
+from pipeline.geometry import Framing, stored_geometry
 from pipeline.video import VideoError, decode, decode_window, ffmpeg_exe, frame_count, probe, sample_clip
 
 
@@ -54,7 +54,7 @@ def test_a_frame_wider_than_max_aspect_keeps_exactly_the_engines_window(tmp_path
     path = encode(tmp_path / "pano.mp4", frames, 10)
     whole = decode(path, 640, 200)  # unscaled
     clip = sample_clip(path, 200, lambda n: [0], crop="none", max_aspect=2.0)
-    geometry = stored_geometry(200, 640, 200, "none", 2.0)
+    geometry = stored_geometry(200, 640, Framing(200, "none", 2.0))
     top, left, height, width = geometry.crop_box
     assert clip.frames.shape[1:3] == geometry.hw == (200, 400) and (top, left) == (0, 120)
     difference = np.abs(clip.frames[0].astype(int) - whole[0, :, left : left + width])
@@ -68,22 +68,24 @@ def test_indices_past_the_end_repeat_the_last_frame_and_are_counted(clip30):
 
 
 def test_decode_window_seeks_to_grid_frames(clip30):
-    clip = decode_window(clip30, [25, 30, 30, 33], 16, rate=30)
+    clip = decode_window(clip30, [25, 30, 30, 33], Framing(16), rate=30)
     assert clip.indices == indices_of(clip) == [25, 30, 30, 33] and clip.padded == 0
-    past = decode_window(clip30, [36, 39, 45, 50], 16, rate=30)
+    past = decode_window(clip30, [36, 39, 45, 50], Framing(16), rate=30)
     assert past.indices == [36, 39, 39, 39] and past.padded == 2
 
 
 def test_decode_window_resamples_other_rates_to_the_grid(tmp_path):
     path = encode(tmp_path / "c25.mp4", index_frames(60, 48, 64), 25)
     grid = [0, 6, 12, 30, 42]
-    clip = decode_window(path, grid, 16, rate=30)
+    clip = decode_window(path, grid, Framing(16), rate=30)
     # grid slot i shows the 25 fps frame nearest to i/30 s (what `ffmpeg -r 30` extraction stores)
     assert indices_of(clip) == [round(i * 25 / 30) for i in grid]
 
 
 def test_decode_window_honours_a_start_time_offset(clip30):
-    clip = decode_window(clip30, [0, 3], 16, rate=30, start_time=0.5)  # index 0 is t=0.5 s = frame 15
+    clip = decode_window(
+        clip30, [0, 3], Framing(16), rate=30, start_time=0.5
+    )  # index 0 is t=0.5 s = frame 15
     assert indices_of(clip) == [15, 18]
 
 
@@ -101,7 +103,7 @@ def test_odd_frame_sizes_decode(tmp_path):
     path = encode(tmp_path / "odd.webm", index_frames(9, 61, 97), 12, "vp9")
     clip = sample_clip(path, 33, lambda n: range(n))
     assert clip.frames.shape == (9, 33, 52, 3) and clip.orig_hw == (61, 97)  # 33 * 97 / 61 = 52.5-
-    assert clip.frames.shape[1:3] == stored_geometry(61, 97, 33).hw
+    assert clip.frames.shape[1:3] == stored_geometry(61, 97, Framing(33)).hw
     assert indices_of(clip) == list(range(9))
 
 

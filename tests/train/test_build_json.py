@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.build import build_source
+from pipeline.build import BuildRequest, build_source
 from pipeline.config import BuildConfig
 from tests.conftest import tiny_config
 from train.sources import ShardMismatch, check_compatible, open_source
@@ -68,7 +68,7 @@ def test_an_older_build_is_refused_in_one_line_and_a_rebuild_fixes_it(copied: Pa
     assert "\n" not in str(error.value) and "rebuild the source with `pvit-pipeline build`" in str(
         error.value
     )
-    report = build_source("procedural", copied, tiny_config(), workers=0)
+    report = build_source(BuildRequest("procedural", copied, tiny_config(), workers=0))
     assert report.config_changed and not report.up_to_date  # the old hash is not this config's
     assert open_source(copied, "procedural").segm_space == "procedural"
 

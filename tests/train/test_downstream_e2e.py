@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.build import build_source
+from pipeline.build import BuildRequest, build_source
 from pipeline.config import BuildConfig
 from tests.conftest import tiny_config
 from tests.train.conftest import train_args
@@ -19,7 +19,7 @@ from train.main import main
 sys.path.insert(0, str(Path(__file__).parents[1] / "sources"))
 from real_fixtures import make_ava, make_ego4d
 
-CONFIG = BuildConfig(frames=4, size=32, label_stride=4, sampling_rate=2)
+CONFIG = BuildConfig(frames=4, size=32, label_stride=4)  # ego4d: its baseline's frames, no rate
 
 
 def _args(shards: Path, out: Path, source: str, *extra: str) -> list[str]:
@@ -33,8 +33,8 @@ def ego4d_shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("ego4d_raw")
     make_ego4d(root)
     out = tmp_path_factory.mktemp("ego4d_shards")
-    build_source("ego4d", out, CONFIG, root=root, splits=["train", "val"], workers=0)
-    build_source("procedural", out, tiny_config(), workers=0)  # a synthetic stream beside it
+    build_source(BuildRequest("ego4d", out, CONFIG, root=root, splits=["train", "val"], workers=0))
+    build_source(BuildRequest("procedural", out, tiny_config(), workers=0))  # a synthetic stream beside it
     return out
 
 
@@ -65,7 +65,7 @@ def test_ava_trains_scores_frame_map_and_writes_full_frame_detections(ava_raw: P
     shards = tmp_path / "shards"
     options = (("proposals", "ava_val_predicted_boxes.csv"),)
     config = BuildConfig(frames=4, size=32, label_stride=4, sampling_rate=2, options=options)
-    build_source("ava", shards, config, root=ava_raw, workers=0)
+    build_source(BuildRequest("ava", shards, config, root=ava_raw, workers=0))
     run = tmp_path / "run"
     out = main(_args(shards, run, "ava", "--ava-annotations", str(ava_raw / "annotations")))
     assert 0.0 <= out["eval"]["real/ava/frame_map"] <= 100.0

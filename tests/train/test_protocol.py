@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.build import build_source
+from pipeline.build import BuildRequest, build_source
 from pipeline.config import BuildConfig
 from pipeline.geometry import Window
 from pipeline.sources.procedural import Clip, Raster, label_maps, render, shade
@@ -144,8 +144,8 @@ def test_an_epoch_reads_each_video_once_and_epochs_walk_through_its_views() -> N
 @pytest.fixture(scope="module")
 def viewed_build(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("views")
-    config = BuildConfig(frames=4, size=32, label_stride=4, num_samples=8, samples_per_unit=4, train_views=3)
-    build_source("procedural", out, config, workers=0, splits=["train"])
+    config = BuildConfig(frames=4, size=32, label_stride=4, num_samples=8, samples_per_shard=4, train_views=3)
+    build_source(BuildRequest("procedural", out, config, workers=0, splits=["train"]))
     return out
 
 
