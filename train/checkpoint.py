@@ -190,6 +190,9 @@ def save_run(run: Run, steps_done: int, argv: list[str]) -> None:
         "world": run.dist.world,
         "sources": run.source_hashes(),
         "label_spaces": run.label_spaces,
+        "loss_weights": dict(
+            run.loss_fn.weights
+        ),  # the lambdas in use (calibrated ones with --loss-weights equal)
         "argv": argv,
     }
     state = {
@@ -200,7 +203,6 @@ def save_run(run: Run, steps_done: int, argv: list[str]) -> None:
         "scaler": run.scaler.state_dict(),
         "step": steps_done,
         "rng": rngs,
-        "loss_weights": dict(run.loss_fn.weights),
         **meta,
     }
     path = save(run.cfg.out, steps_done, state, meta, run.cfg.log.keep_checkpoints)

@@ -167,6 +167,7 @@ class OptimConfig:
     clip_grad: float = 1.0  # max global grad norm; 0 = no clipping
     label_smoothing: float = 0.0  # action cross-entropy
     loss_weights: str = "paper"  # paper (the paper's lambdas) | equal (calibrated) | NAME=VALUE,... overrides
+    calibration_batches: int = 20  # --loss-weights equal: batches whose mean losses set the lambdas
     max_depth: float = 20.0  # metres; depth targets beyond are clipped in the loss
 
     def __post_init__(self) -> None:
@@ -179,6 +180,7 @@ class OptimConfig:
         _positive("--max-depth", self.max_depth)
         _at_least("--warmup-steps", self.warmup_steps, 0)
         _at_least("--grad-accum", self.grad_accum, 1)
+        _at_least("--calibration-batches", self.calibration_batches, 1)
         for flag, value in (("--min-lr-ratio", self.min_lr_ratio),
                             ("--label-smoothing", self.label_smoothing),
                             ("--momentum", self.momentum)):  # fmt: skip

@@ -407,6 +407,7 @@ def summary_of(result: dict, argv: list[str]) -> dict:
         "eval": evals,
         "train_seconds": result.get("train_seconds"),
         "wall_seconds": result.get("wall_seconds"),
+        "loss_weights": result.get("loss_weights"),  # the lambdas the run trained with (calibrated: equal)
     }
 
 

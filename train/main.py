@@ -31,6 +31,7 @@ from train.data import MixedBatches, make_loader, merge, to_device
 from train.distributed import setup, teardown
 from train.evaluate import evaluate
 from train.logger import Meter, MetricLogger, NullLogger, Progress, print0
+from train.loss_weights import calibrate
 from train.optim import FiniteGuard
 from train.realaug import BatchAugment, action_rows, batch_seed
 from train.scorers import ava_annotation_files
@@ -163,10 +164,16 @@ def main(argv: list[str] | None = None) -> dict:
             print0(d.rank, f"backbone initialised from {cfg.model.init_from} ({count} tensors); "
                            "the action head, task heads and prompts start fresh")  # fmt: skip
         checkpoint.resume_run(run)
+        if cfg.optim.loss_weights == "equal" and run.start_step == 0:  # a resumed run keeps its lambdas
+            weights = calibrate(run, cfg.optim.calibration_batches)
+            shown = ", ".join(f"{name} {value:.4g}" for name, value in weights.items())
+            print0(d.rank, f"loss weights (equal scales, from the first {cfg.optim.calibration_batches} "
+                           f"batches): {shown}")  # fmt: skip
         started = time.perf_counter()
         out = train(run, args)
         out["wall_seconds"] = time.perf_counter() - started
         out["num_classes"] = run.model.cfg.num_classes
+        out["loss_weights"] = dict(run.loss_fn.weights)
         report_final(run, out)
         return out
     finally:

@@ -12,7 +12,7 @@ from train.assemble import prepare, synthetic_tasks
 from train.config import TrainConfig, parse_config
 from train.data import MixedBatches
 from train.distributed import setup
-from train.main import batch_augment, train_step
+from train.main import batch_augment, main, train_step
 
 REAL = ["--real", "ssv2", "--synthetic", "procedural"]
 
@@ -115,3 +115,13 @@ def test_a_task_no_synthetic_source_carries_is_refused(shards_dir: Path, tmp_pat
     assert synthetic_tasks(parse_config(train_args(shards_dir, tmp_path)), [source]) == (
         "depth", "normal", "segm", "boxes",
     )  # fmt: skip
+
+
+def test_real_boxes_are_scored_at_evaluation(shards_dir: Path, tmp_path: Path) -> None:
+    """--real-tasks boxes trains a head on the real stream's boxes; its val IoU is reported, as the synthetic
+    boxes' is, so the real_prompts row reports what it trains."""
+    out = main(train_args(shards_dir, tmp_path, "--steps", "1", "--real-tasks", "boxes"))
+    iou = out["eval"]["real/procedural/real_box_iou"]
+    assert 0.0 <= iou <= 1.0 and "real/procedural/top1" in out["eval"]
+    plain = main(train_args(shards_dir, tmp_path / "plain", "--steps", "1"))
+    assert "real/procedural/real_box_iou" not in plain["eval"]  # only a model with the head is scored
