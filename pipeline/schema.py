@@ -72,26 +72,42 @@ class MemberSpec:
     """One label file inside a sample: `<key>.<name>` in the tar.
 
     `shape` uses symbolic dimensions: "T" frames, "h"/"w" label map size, "O" box slots,
-    "P" per-sample count (AVA persons); ints are fixed.
+    "P" per-sample count (AVA persons); ints are fixed. `flip` says how the label follows a horizontal flip
+    of the frame (DESIGN §2): one of `FLIPS`, "" when it does not change.
     """
 
     name: str
     dtype: str
     shape: tuple[str | int, ...]
     meaning: str
+    flip: str = ""
+
+
+# How a label follows a horizontal flip: "map" mirrors a per-pixel map along its width, "directions" also
+# negates the x component of camera-frame vectors, "joints" swaps left and right joints (KINECT_FLIP) and
+# negates x, "boxes" mirrors normalised xyxy boxes.
+FLIPS: tuple[str, ...] = ("", "map", "directions", "joints", "boxes")
 
 
 # Label members per task. Tasks whose label lives in meta.json have no members here.
 TASK_MEMBERS: dict[str, tuple[MemberSpec, ...]] = {
     "action": (),
-    "depth": (MemberSpec("depth.npy", "float16", ("T", "h", "w"), "planar depth in metres; NaN = invalid"),),
+    "depth": (
+        MemberSpec("depth.npy", "float16", ("T", "h", "w"), "planar depth in metres; NaN = invalid", "map"),
+    ),
     "normal": (
         MemberSpec(
-            "normal.npy", "float16", ("T", "h", "w", 3), "unit normal, OpenCV camera frame; NaN = invalid"
+            "normal.npy",
+            "float16",
+            ("T", "h", "w", 3),
+            "unit normal, OpenCV camera frame; NaN = invalid",
+            "directions",
         ),
     ),
     "segm": (
-        MemberSpec("segm.npy", "uint16", ("T", "h", "w"), "unified segmentation class id; 65535 = ignore"),
+        MemberSpec(
+            "segm.npy", "uint16", ("T", "h", "w"), "unified segmentation class id; 65535 = ignore", "map"
+        ),
     ),
     "pose3d": (
         MemberSpec(
@@ -99,10 +115,13 @@ TASK_MEMBERS: dict[str, tuple[MemberSpec, ...]] = {
             "float32",
             ("T", NUM_JOINTS, 3),
             "Kinect V2 joints, metres, camera frame; NaN row = missing",
+            "joints",
         ),
     ),
     "boxes": (
-        MemberSpec("boxes.npy", "float32", ("T", "O", 4), "xyxy normalised to [0, 1]; NaN row = empty slot"),
+        MemberSpec(
+            "boxes.npy", "float32", ("T", "O", 4), "xyxy normalised to [0, 1]; NaN row = empty slot", "boxes"
+        ),
         MemberSpec("boxes_cls.npy", "int16", ("T", "O"), "box class id; -1 = empty slot"),
     ),
     "oscc": (),
@@ -113,7 +132,11 @@ TASK_MEMBERS: dict[str, tuple[MemberSpec, ...]] = {
     ),
     "ava": (
         MemberSpec(
-            "ava_boxes.npy", "float32", ("P", 4), "person boxes on the keyframe, xyxy normalised to [0, 1]"
+            "ava_boxes.npy",
+            "float32",
+            ("P", 4),
+            "person boxes on the keyframe, xyxy normalised to [0, 1]",
+            "boxes",
         ),
         MemberSpec(
             "ava_labels.npy", "uint8", ("P", NUM_AVA_CLASSES), "multi-hot actions over the 60-class subset"

@@ -24,10 +24,15 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.geometry import scaled_hw
-from pipeline.schema import BOX_CLS_PADDING, KINECT_FLIP
+from pipeline.schema import BOX_CLS_PADDING, DENSE_MEMBERS, KINECT_FLIP, MEMBER_SPECS
 
-DENSE = ("depth.npy", "normal.npy", "segm.npy")
 PERSON_BOXES = ("ava_boxes.npy", "ava_proposals")  # AVA persons and stored detections, [P, 4(+score)]
+# How each label follows a horizontal flip, as the schema declares it; the stored AVA detections (meta.json,
+# not a member) are boxes too.
+FLIP_OF: dict[str, str] = {
+    **{name: spec.flip for name, spec in MEMBER_SPECS.items() if spec.flip},
+    "ava_proposals": "boxes",
+}
 _FLIP = np.asarray(KINECT_FLIP)
 
 
@@ -133,7 +138,7 @@ def apply_window(sample: dict, window: SquareWindow, protocol: Protocol) -> dict
     out = dict(sample)
     hw = sample["video"].shape[1:3]
     out["video"] = resample_video(sample["video"], window, protocol.crop_size)
-    for name in DENSE:
+    for name in DENSE_MEMBERS:
         if name in sample:
             out[name] = crop_dense(sample[name], hw, window, protocol.label_size)
     if "boxes.npy" in sample:
@@ -156,20 +161,31 @@ def hflip(sample: dict) -> dict:
     # torch's flip kernel copies ~7x faster than numpy's reversed-stride copy of 3-byte pixels, and a
     # contiguous clip keeps the collate's stack a plain memcpy.
     out["video"] = torch.flip(torch.from_numpy(np.ascontiguousarray(sample["video"])), dims=[2]).numpy()
-    for name in DENSE:
+    for name, kind in FLIP_OF.items():
         if name in sample:
-            out[name] = sample[name][:, :, ::-1]
-    if "normal.npy" in sample:
-        out["normal.npy"] = _negate_x(out["normal.npy"])
-    if "pose3d.npy" in sample:
-        # Joint i of the mirrored person is the mirror image of joint KINECT_FLIP[i] of the original.
-        out["pose3d.npy"] = sample["pose3d.npy"][:, _FLIP] * np.array([-1, 1, 1], dtype=np.float32)
-    for name in ("boxes.npy", *PERSON_BOXES):
-        if name in sample:
-            boxes = sample[name]
-            mirrored = np.stack([1 - boxes[..., 2], boxes[..., 1], 1 - boxes[..., 0], boxes[..., 3]], -1)
-            out[name] = np.concatenate([mirrored, boxes[..., 4:]], axis=-1).astype(boxes.dtype)
+            out[name] = FLIPS[kind](sample[name])
     return out
+
+
+def _flip_map(label: np.ndarray) -> np.ndarray:
+    return label[:, :, ::-1]
+
+
+def _flip_directions(label: np.ndarray) -> np.ndarray:
+    return _negate_x(label[:, :, ::-1])
+
+
+def _flip_joints(joints: np.ndarray) -> np.ndarray:
+    # Joint i of the mirrored person is the mirror image of joint KINECT_FLIP[i] of the original.
+    return joints[:, _FLIP] * np.array([-1, 1, 1], dtype=np.float32)
+
+
+def _flip_boxes(boxes: np.ndarray) -> np.ndarray:
+    mirrored = np.stack([1 - boxes[..., 2], boxes[..., 1], 1 - boxes[..., 0], boxes[..., 3]], -1)
+    return np.concatenate([mirrored, boxes[..., 4:]], axis=-1).astype(boxes.dtype)  # a score column stays
+
+
+FLIPS = {"map": _flip_map, "directions": _flip_directions, "joints": _flip_joints, "boxes": _flip_boxes}
 
 
 def _negate_x(normal: np.ndarray) -> np.ndarray:

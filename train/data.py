@@ -3,7 +3,8 @@
 Each step takes one batch from every stream (real, synthetic). Which samples form that batch is a pure
 function of (seed, step, rank) through `train.plan`, so workers need no shared state, resuming is starting at
 a step, and batches are bit-identical whatever the worker count. Each sample is read straight from its byte
-span (manifest offset/size) and its members are split by webdataset's tar iterator.
+span (manifest offset/size) by `pipeline.shards.read_sample_span`, which checks that the span lies inside its
+tar and holds the manifest's key; its meta.json must then carry the manifest's label and mask.
 
 A worker yields uint8 clips and labels at their stored dtypes; the float conversion and normalisation happen
 on the training device (`to_device`), which keeps inter-process traffic 4x smaller.

@@ -39,11 +39,6 @@ def teardown() -> None:
         dist.destroy_process_group()
 
 
-def barrier() -> None:
-    if dist.is_initialized():
-        dist.barrier()
-
-
 def all_gather_object(value: object) -> list:
     if not dist.is_initialized():
         return [value]

@@ -317,11 +317,6 @@ def oscc_accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
     return float(np.mean(np.argmax(logits, axis=1) == labels))
 
 
-def ego4d_fps(start_frame: float, end_frame: float, start_sec: float, end_sec: float) -> float:
-    """The official clip frame rate ``(end - start + 1) / (end_sec - start_sec)``."""
-    return (end_frame - start_frame + 1) / (end_sec - start_sec)
-
-
 def pnr_predicted_frames(
     pnr_logits: np.ndarray, start_frame: np.ndarray, end_frame: np.ndarray, num_frames: int | None = None
 ) -> np.ndarray:

@@ -178,3 +178,15 @@ def test_batches_are_identical_whatever_the_worker_count(viewed_build: Path) -> 
         batches = list(make_loader(MixedBatches([stream], 0, 6, geometry, seed=3), workers))
         runs.append(torch.cat([b["real"]["video"] for b in batches]))
     assert runs[0].shape == (12, 4, 24, 24, 3) and torch.equal(runs[0], runs[1])
+
+
+def test_every_flip_the_schema_declares_has_its_transform() -> None:
+    """The schema says how each label follows a flip (MemberSpec.flip); augment has one transform per kind."""
+    from pipeline import schema
+    from train.augment import FLIP_OF, FLIPS
+
+    assert set(FLIPS) == set(schema.FLIPS) - {""}
+    assert {FLIP_OF[n] for n in ("depth.npy", "normal.npy", "pose3d.npy", "boxes.npy")} == {
+        "map", "directions", "joints", "boxes",
+    }  # fmt: skip
+    assert "boxes_cls.npy" not in FLIP_OF  # a slot's class does not change with the mirror
