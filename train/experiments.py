@@ -25,7 +25,7 @@ import shlex
 import statistics
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from pipeline.fileio import OneLineParser, atomic_write_text, first_line
@@ -231,6 +231,7 @@ def build_parser() -> OneLineParser:
         "recipe's); "
         "a rule other than the recipe's gets its own default --out",
     )
+    parser.add_argument("--rows", help="run only these rows of the table (comma-separated names)")
     parser.add_argument("--dry-run", action="store_true", help="print the trainer commands, run nothing")
     return parser
 
@@ -275,9 +276,21 @@ def parse_args(argv: list[str]) -> Plan:
     if args.loss_weights:
         extra = [*extra, "--loss-weights", args.loss_weights]
     command = "python -m train.experiments " + shlex.join(argv)
-    table = TABLES[args.table](args.scale)
+    table = only_rows(TABLES[args.table](args.scale), args.rows)
     return Plan(table, args.seeds, args.scale, recipe, args.shards, out, args.steps, tuple(extra),
                 args.dry_run, command)  # fmt: skip
+
+
+def only_rows(table: Table, rows: str | None) -> Table:
+    """The table with only the named rows (`--rows a,b`), in the table's order; all rows without `--rows`."""
+    if not rows:
+        return table
+    wanted = [name.strip() for name in rows.split(",") if name.strip()]
+    unknown = sorted(set(wanted) - {row.name for row in table.rows})
+    if unknown:
+        have = ", ".join(row.name for row in table.rows)
+        raise ExperimentError(f"--rows {','.join(unknown)}: not rows of {table.name} (its rows: {have})")
+    return replace(table, rows=tuple(row for row in table.rows if row.name in wanted))
 
 
 def shown(path: Path) -> Path:

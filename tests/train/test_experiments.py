@@ -194,3 +194,12 @@ def test_cli_refuses_in_one_line_with_exit_code_2(
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err, err
+
+
+def test_rows_picks_some_rows_of_a_table(tmp_path: Path) -> None:
+    plan = experiments.parse_args(
+        ["ablations", "--shards", str(tmp_path), "--rows", "pvit_pretrain_finetune,plain"]
+    )
+    assert [row.name for row in plan.table.rows] == ["plain", "pvit_pretrain_finetune"]  # the table's order
+    with pytest.raises(experiments.ExperimentError, match="--rows nope: not rows of ablations"):
+        experiments.parse_args(["ablations", "--shards", str(tmp_path), "--rows", "nope"])
