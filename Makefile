@@ -23,9 +23,11 @@ demo: $(STAMP)
 	$(BIN)/python -m train.visualize --checkpoint $$(ls runs/demo/checkpoints/step_*.pt | tail -n 1) \
 		--shards shards --source procedural --out runs/demo/predictions.png
 
-# What CI runs (.ci/run): lint and format check first (seconds), then the tests.
+# What CI runs (.ci/run): lint, format and type checks first (seconds), then the default tests (CPU, a few
+# minutes), then the slow ones (multi-process runs, kills and resumes, DDP), which gate the same way.
 test: lint typecheck
 	$(BIN)/pytest -q
+	$(BIN)/pytest -q -m "slow and not gpu and not bench"
 
 bench: $(STAMP)
 	$(BIN)/pvit-pipeline bench --workers 2

@@ -118,6 +118,7 @@ def test_bad_inputs_are_quarantined_with_reasons_and_the_rest_is_built(tmp_path:
     assert verify(report.out_dir) == []
 
 
+@pytest.mark.slow  # multi-process or several runs: the second CI step runs it
 @pytest.mark.timeout(120)
 def test_local_ray_build_matches_the_serial_build(tmp_path: Path, procedural_build: Path) -> None:
     report = build_source(BuildRequest("procedural", tmp_path, tiny_config(), workers=2))

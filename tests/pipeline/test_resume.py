@@ -50,6 +50,7 @@ def wait_for_parts(parts_dir: Path, at_least: int, timeout: float = 60.0) -> int
     raise TimeoutError(f"no {at_least} finished units in {parts_dir} after {timeout}s")
 
 
+@pytest.mark.slow  # multi-process or several runs: the second CI step runs it
 @pytest.mark.timeout(180)
 def test_sigkilled_build_resumes_without_duplicates_or_losses(tmp_path: Path) -> None:
     killed = start_build(tmp_path / "killed")

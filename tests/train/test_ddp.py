@@ -15,6 +15,7 @@ from tests.train.conftest import train_args
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.slow  # multi-process or several runs: the second CI step runs it
 def test_two_ranks_over_uneven_shards_finish(shards_dir: Path, tmp_path: Path) -> None:
     build = json.loads((shards_dir / "procedural" / "build.json").read_text())
     counts = [shard["samples"] for shard in build["shards"] if shard["split"] == "train"]

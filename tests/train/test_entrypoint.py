@@ -52,6 +52,7 @@ def test_every_entry_point_prints_the_flags(command: list[str], where: str, tmp_
     assert result.stdout.startswith(f"usage: {prog} ")
 
 
+@pytest.mark.slow  # multi-process or several runs: the second CI step runs it
 def test_the_script_trains_from_another_directory(shards_dir: Path, tmp_path: Path) -> None:
     """A real run of `python <repo>/train/main.py` (a loader worker too) outside the repository."""
     out = tmp_path / "run"

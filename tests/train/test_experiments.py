@@ -96,6 +96,7 @@ def test_table_rows_switch_what_they_name(tmp_path: Path) -> None:
     assert "only one synthetic source" in TABLES["table6"]("toy").note
 
 
+@pytest.mark.slow  # multi-process or several runs: the second CI step runs it
 def test_runner_writes_results_md_and_a_second_run_trains_nothing(
     shards_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -137,6 +138,7 @@ def test_runner_writes_results_md_and_a_second_run_trains_nothing(
     assert len(calls) == 4
 
 
+@pytest.mark.slow  # multi-process or several runs: the second CI step runs it
 def test_two_stage_row_fine_tunes_from_its_pretraining_checkpoint(
     shards_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -83,6 +83,7 @@ def test_without_the_whole_batch_counts_the_micro_batches_differ(procedural_buil
     assert float(own["depth"]) / 4 != pytest.approx(float(whole["depth"]), rel=1e-3)
 
 
+@pytest.mark.slow  # multi-process or several runs: the second CI step runs it
 def test_the_trainer_with_grad_accum_makes_the_update_of_the_whole_batch(
     shards_dir: Path, tmp_path: Path
 ) -> None:

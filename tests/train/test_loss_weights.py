@@ -50,6 +50,7 @@ def test_a_calibration_on_a_fixed_batch_gives_the_expected_lambdas(shards_dir: P
     assert run.loss_fn.weights["depth"] == weights["depth"] and run.model.training
 
 
+@pytest.mark.slow  # multi-process or several runs: the second CI step runs it
 def test_equal_weights_are_recorded_and_restored_on_resume(shards_dir: Path, tmp_path: Path, capsys) -> None:
     steps = ["--steps", "4", "--save-every", "2"]
     straight = main(train_args(shards_dir, tmp_path / "straight", *steps, *EQUAL))

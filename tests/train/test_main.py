@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import torch
 
 from tests.train.conftest import train_args
@@ -33,6 +34,7 @@ def _weights(out: Path, step: int) -> dict[str, torch.Tensor]:
     return torch.load(out / "checkpoints" / f"step_{step:08d}.pt", weights_only=True)["model"]
 
 
+@pytest.mark.slow  # multi-process or several runs: the second CI step runs it
 def test_killed_then_resumed_run_ends_with_the_same_weights(shards_dir: Path, tmp_path: Path) -> None:
     # 6 steps over a 5-batch epoch, so the resumed part also crosses an epoch boundary.
     common = ["--steps", "6", "--save-every", "3", "--warmup-steps", "2"]

@@ -29,6 +29,7 @@ def wait_for(path: Path, process: subprocess.Popen, timeout: float = 120.0) -> N
         time.sleep(0.02)
 
 
+@pytest.mark.slow  # multi-process or several runs: the second CI step runs it
 @pytest.mark.timeout(300)
 def test_sigkilled_training_resumes_to_the_uninterrupted_weights(shards_dir: Path, tmp_path: Path) -> None:
     killed_out = tmp_path / "killed"

@@ -40,6 +40,7 @@ def test_diverging_run_stops_with_a_non_finite_gradient(shards_dir: Path, tmp_pa
         train_main(train_args(shards_dir, tmp_path, "--steps", "4", "--lr", "1e30", "--clip-grad", "0"))
 
 
+@pytest.mark.slow  # multi-process or several runs: the second CI step runs it
 def test_training_step_bench_runs_on_cpu(shards_dir: Path) -> None:
     flags = [
         "--shards",
