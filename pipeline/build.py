@@ -1,4 +1,4 @@
-"""Running a build: plan it, build the missing units in parallel, commit (DESIGN §4).
+"""Running a build: plan it, build the missing units in parallel, commit (architecture.md §4).
 
 `build_source` takes a `BuildRequest` through its four concepts:
 

@@ -73,7 +73,7 @@ def _as_member_dtype(name: str, array: np.ndarray) -> np.ndarray:
 
 
 def sample_meta(sample: Sample, item: Item, source: str, fitted: FittedSample, config_hash: str) -> dict:
-    """meta.json of a fitted sample (DESIGN §3): the adapter's own fields, then the engine's."""
+    """meta.json of a fitted sample (architecture.md §3): the adapter's own fields, then the engine's."""
     present = {LABEL_MEMBERS[name] for name in fitted.labels}
     if sample.label is not None:
         present.add("action")

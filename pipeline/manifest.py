@@ -1,4 +1,4 @@
-"""`manifest.parquet` (one row per sample, quarantined ones included) and `build.json` (DESIGN §4).
+"""`manifest.parquet` (one row per sample, quarantined ones included) and `build.json` (architecture.md §4).
 
 `build.json` is written last, through a rename: it is the commit marker of a build. A source
 directory without it is a build in progress (or an interrupted one), and readers refuse it. This

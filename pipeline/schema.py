@@ -1,4 +1,4 @@
-"""The sample contract shared by the pipeline, `verify` and the trainer (DESIGN §2–§3).
+"""The sample contract shared by the pipeline, `verify` and the trainer (architecture.md §2–§3).
 
 One place defines the task tuple and its bits, the shard members each task owns (dtype, shape,
 meaning), how sample keys are sanitised, and `validate_sample()`, which the shard writer runs on
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 # Bit i of a sample's mask is set when TASKS[i]'s label is present. New downstream tasks are
-# appended after the synthetic ones, never renumbering (DESIGN §2).
+# appended after the synthetic ones, never renumbering (architecture.md §2).
 TASKS: tuple[str, ...] = ("action", "depth", "normal", "segm", "pose3d", "boxes", "oscc", "pnr", "ava")
 TASK_BIT: dict[str, int] = {name: bit for bit, name in enumerate(TASKS)}
 SYNTHETIC_TASKS: tuple[str, ...] = ("depth", "normal", "segm", "pose3d", "boxes")
@@ -73,7 +73,7 @@ class MemberSpec:
 
     `shape` uses symbolic dimensions: "T" frames, "h"/"w" label map size, "O" box slots,
     "P" per-sample count (AVA persons); ints are fixed. `flip` says how the label follows a horizontal flip
-    of the frame (DESIGN §2): one of `FLIPS`, "" when it does not change.
+    of the frame (architecture.md §2): one of `FLIPS`, "" when it does not change.
     """
 
     name: str

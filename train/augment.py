@@ -1,4 +1,4 @@
-"""PySlowFast's spatial protocol on stored full frames, with every label kept consistent (DESIGN §2, §6).
+"""PySlowFast's spatial protocol on stored full frames, every label kept consistent (architecture.md §2, §6).
 
 Training (MViTv2's recipe, PySlowFast `random_short_side_scale_jitter` + `random_crop`): the short side is
 scaled to an integer `s` drawn uniformly from `train_scale` and a random `crop_size` square is cut, then a

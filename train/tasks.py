@@ -1,4 +1,4 @@
-"""The trainer's half of the task table, keyed by the names of ``pvit.TASK_SPECS`` (DESIGN §5).
+"""The trainer's half of the task table, keyed by the names of ``pvit.TASK_SPECS`` (architecture.md §5).
 
 Per task: how its label is read from a decoded sample (``read``), the batch tensors that carry it with their
 placeholder for a sample or stream lacking it (``keys``), how its samples are stacked (``stack``), its
@@ -43,8 +43,8 @@ class TaskMetric:
 
 
 def stack_arrays(items: list[dict], keys: tuple[LabelKey, ...]) -> Batch:
-    """Per key, the samples' arrays stacked, the key's placeholder where a sample lacks it (DESIGN §2:
-    masked anyway); a key no sample has is left out (the loss then adds nothing for it)."""
+    """Per key, the samples' arrays stacked, the key's placeholder where a sample lacks it (architecture.md
+    §2: masked anyway); a key no sample has is left out (the loss then adds nothing for it)."""
     out = {}
     for key in keys:
         present = [item[key.name] for item in items if key.name in item]

@@ -1,5 +1,5 @@
-"""Task heads (DESIGN §5): an FC on the task token for pose3d and boxes; tap-fusing dense heads; and the
-downstream heads besides action (Ego4D OSCC and PNR, AVA detection), which read the encoder's CLS and
+"""Task heads (architecture.md §5): an FC on the task token for pose3d and boxes; tap-fusing dense heads; and
+the downstream heads besides action (Ego4D OSCC and PNR, AVA detection), which read the encoder's CLS and
 last-stage patch tokens in every mode.
 
 Every synthetic head maps ``(task token, Features, output size)`` to its prediction so ``PViT`` can keep them
@@ -131,7 +131,7 @@ def unit_normals(x: torch.Tensor) -> torch.Tensor:
     return F.normalize(x.permute(0, 2, 3, 4, 1), dim=-1, eps=1e-6)
 
 
-# --- downstream heads besides action: Ego4D OSCC/PNR, AVA detection (DESIGN §5) -------------------------
+# --- downstream heads besides action: Ego4D OSCC/PNR, AVA detection (architecture.md §5) --------------------
 
 
 def _linear(dim_in: int, dim_out: int) -> nn.Linear:

@@ -1,4 +1,4 @@
-"""Masked multi-task losses (DESIGN §5).
+"""Masked multi-task losses (architecture.md §5).
 
 Every loss is masked twice: per sample by the availability mask (``targets["mask"]``, column order
 ``TASKS``) and per element (NaN depth/normal pixels, segm 65535, NaN joints, NaN box rows). Invalid

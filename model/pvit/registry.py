@@ -1,4 +1,4 @@
-"""The built-in entries of the task table (DESIGN §5): one ``TaskSpec`` per task, in ``TASKS`` order.
+"""The built-in entries of the task table (architecture.md §5): one ``TaskSpec`` per task, in ``TASKS`` order.
 
 Each entry says what the model builds for the task (``head``: a factory given the config and the backbone's
 dims), how it is called (``call``), how it is scored (``loss``, with its default weight ``weight``) and which

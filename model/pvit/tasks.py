@@ -31,7 +31,7 @@ NUM_JOINTS: int = 25  # Kinect V2 joint order
 NUM_AVA_CLASSES: int = 60  # the AVA v2.2 evaluation subset (ava_action_list_v2.2_for_activitynet_2019.pbtxt)
 
 
-# --- the task table (DESIGN §5: one entry per task, iterated by the model and the loss) -------------------
+# --- the task table (architecture.md §5: one entry per task, iterated by the model and the loss) ------------
 
 KINDS: tuple[str, ...] = ("action", "dense", "token", "downstream")
 SYNTHETIC_KINDS: tuple[str, ...] = ("dense", "token")  # heads on a task token; scored on synthetic rows

@@ -1,4 +1,4 @@
-"""DESIGN §1: the data engine never imports torch, and works where torch is not installed."""
+"""architecture.md §1: the data engine never imports torch, and works where torch is not installed."""
 
 from __future__ import annotations
 

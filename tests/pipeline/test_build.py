@@ -1,4 +1,4 @@
-"""Build semantics (DESIGN §4): determinism, incremental rebuilds, regeneration, quarantine, Ray."""
+"""Build semantics (architecture.md §4): determinism, incremental rebuilds, regeneration, quarantine, Ray."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
-"""The task table (DESIGN §5): a task added as one pvit entry plus one trainer entry, and nothing else, gets
-a prompt and a head in the model, a term in the loss, a label in collate/merge/to_device and a metric."""
+"""The task table (architecture.md §5): a task added as one pvit entry plus one trainer entry, and nothing
+else, gets a prompt and a head in the model, a term in the loss, a label in collate/merge/to_device and a
+metric."""
 
 from __future__ import annotations
 
