@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from pipeline.fileio import atomic_write
 from pipeline.schema import META_JSON, VIDEO_NPY, frame_member
+from pipeline.storage import LocalStore, Store
 
 TAR_MTIME = 1_600_000_000  # fixed header mtime: shard bytes must not depend on when they were built
 
@@ -109,12 +109,27 @@ class ShardEntry:
 
 def write_shard(path: Path, samples: Iterable[tuple[str, dict[str, bytes]]]) -> list[ShardEntry]:
     """Write `(key, members)` pairs to the tar `path` atomically; return each sample's byte span."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return write_shard_to(LocalStore(path.parent), path.name, samples).entries
+
+
+@dataclass(frozen=True)
+class WrittenShard:
+    """A shard as written: each sample's byte span, and the tar's size and sha256."""
+
+    entries: list[ShardEntry]
+    bytes: int
+    sha256: str
+
+
+def write_shard_to(folder: Store, name: str, samples: Iterable[tuple[str, dict[str, bytes]]]) -> WrittenShard:
+    """Write `(key, members)` pairs as the tar `name` of `folder`, whole or not at all (`Store.write_file`:
+    a local temporary file, then a rename or one upload); its spans, size and sha256 come from that file."""
     # Imported here: webdataset imports torch whenever torch is installed, and readers, `verify` and
     # the CLI should not pay for that.
     import webdataset as wds
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    entries: list[ShardEntry] = []
+    written: list[WrittenShard] = []
 
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as stream:
@@ -122,10 +137,10 @@ def write_shard(path: Path, samples: Iterable[tuple[str, dict[str, bytes]]]) -> 
             for key, members in samples:
                 writer.write({"__key__": key, **members})
             writer.close()
-        entries.extend(index_shard(tmp))
+        written.append(WrittenShard(index_shard(tmp), tmp.stat().st_size, file_sha256(tmp)))
 
-    atomic_write(path, write)
-    return entries
+    folder.write_file(name, write)
+    return written[0]
 
 
 def index_shard(path: Path) -> list[ShardEntry]:
@@ -221,8 +236,19 @@ def read_sample_span(
     handle.seek(offset)
     data = np.empty(size, dtype=np.uint8).data
     got = handle.readinto(data)
-    if got != size:
-        raise SpanError(f"the span at byte {offset} ends after {got} of its {size} bytes (truncated tar)")
+    return span_sample(data[:got], offset, size, key)
+
+
+def span_sample(
+    data: bytearray | memoryview, offset: int, size: int, key: str | None = None
+) -> dict[str, memoryview]:
+    """The members of the sample whose span (`size` bytes at byte `offset` of its tar) `data` holds, as
+    views of `data`; `SpanError` unless it is whole, splits into one sample's members and (given `key`)
+    their names carry that key."""
+    if len(data) != size:
+        raise SpanError(
+            f"the span at byte {offset} ends after {len(data)} of its {size} bytes (truncated tar)"
+        )
     try:
         held, members = _keyed_span_members(data)
     except SpanError as error:
