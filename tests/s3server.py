@@ -37,6 +37,9 @@ class S3Server:
         self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
         self.requests: list[Request] = []
         self._lock = threading.Lock()
+        self._hold: Callable[[Request], bool] | None = None
+        self.held = threading.Event()  # a request `hold` waits for has arrived (and is being held)
+        self._released = threading.Event()
 
     def start(self) -> str:
         """Start it; returns its endpoint URL."""
@@ -54,9 +57,26 @@ class S3Server:
             request = Request(method, path, environ.get("HTTP_RANGE"))
             with self._lock:
                 self.requests.append(request)
+                hold, self._hold = (
+                    (self._hold, None) if self._hold and self._hold(request) else (None, self._hold)
+                )
+            if hold is not None:
+                self.held.set()
+                self._released.wait(timeout=120)
             return app(environ, start_response)
 
         return logged
+
+    def hold(self, matches: Callable[[Request], bool]) -> None:
+        """Hold the next request that `matches` before it reaches the server (`held` is set) until `release`:
+        a client killed meanwhile dies in the middle of that request."""
+        self.held.clear()
+        self._released.clear()
+        with self._lock:
+            self._hold = matches
+
+    def release(self) -> None:
+        self._released.set()
 
     def stop(self) -> None:
         self.server.stop()

@@ -23,12 +23,15 @@ from tests.s3server import S3Server
 def objects(url: str) -> dict[str, bytes]:
     """Every object under `url`, by its name relative to it, with its bytes."""
     fs = fsspec.filesystem("s3")
+    fs.invalidate_cache()  # other processes wrote there
     root = url.removeprefix("s3://").rstrip("/")
     return {key[len(root) + 1 :]: fs.cat_file(key) for key in fs.find(root)}
 
 
 def files(directory: Path) -> dict[str, bytes]:
-    return {str(path.relative_to(directory)): path.read_bytes() for path in directory.rglob("*") if path.is_file()}
+    return {
+        str(path.relative_to(directory)): path.read_bytes() for path in directory.rglob("*") if path.is_file()
+    }
 
 
 def without_timings(build_json: bytes) -> dict:
