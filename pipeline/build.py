@@ -42,7 +42,7 @@ from pipeline.ledger import (
 from pipeline.manifest import BuildRecord, commit, commit_matches, committed_hash, manifest_row, uncommit
 from pipeline.plan import BuildPlan, BuildRequest, Unit, make_plan
 from pipeline.schema import SampleError, sample_key
-from pipeline.shards import encode_members, write_shard_to
+from pipeline.shards import Codecs, encode_members, write_shard_to
 from pipeline.sources import Item, Quarantine, Source, get_source
 from pipeline.storage import Store
 
@@ -247,9 +247,7 @@ def build_unit(job: UnitJob) -> UnitResult:
         except Exception as error:  # any failure of one input quarantines that input only
             rows.append(manifest_row(**base, status="quarantined", reason=quarantine_reason(error), mask=0))
             continue
-        members.append(
-            (base["key"], encode_members(meta, video, labels, job.config.codec, job.config.jpeg_quality))
-        )
+        members.append((base["key"], encode_members(meta, video, labels, _codecs(job.config))))
         for name, values in spaces.items():
             if meta.get(name) is not None:
                 values.add(str(meta[name]))
@@ -259,6 +257,10 @@ def build_unit(job: UnitJob) -> UnitResult:
         rows.append(row)
     part = _write_unit(job, rows, members, spaces)
     return UnitResult(job.unit.shard, len(members), len(rows) - len(members), part.bytes)
+
+
+def _codecs(config: BuildConfig) -> Codecs:
+    return Codecs(config.codec, config.jpeg_quality, config.label_codec)
 
 
 def _row_fields(job: UnitJob, item: Item) -> dict[str, Any]:

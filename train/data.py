@@ -27,7 +27,7 @@ from torchvision.io import ImageReadMode, decode_jpeg
 from pipeline.fileio import first_line
 from pipeline.reader import decode_sample
 from pipeline.schema import REAL_TASKS, SYNTHETIC_TASKS, TASK_BIT
-from pipeline.shards import decode_video
+from pipeline.shards import ZSTD_MAGIC, decode_video
 from pipeline.spans import ShardSpan, SpanReader, SpanRequest
 from train.augment import Protocol, eval_view, full_frame_view, train_view
 from train.plan import StreamPlan, _rng
@@ -107,7 +107,7 @@ def read_span(
     try:
         members = own.read(source, span)
         for name, value in members.items():  # cheap header checks; payload bytes are sha256's job
-            if name.endswith(".npy") and value[:6] != b"\x93NUMPY":
+            if name.endswith(".npy") and value[:6] != b"\x93NUMPY" and bytes(value[:4]) != ZSTD_MAGIC:
                 raise ValueError(f"{name} is not an .npy payload")
             if name == "meta.json":
                 json.loads(bytes(value))

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import fsspec
 import pytest
+import torch
 
 from pipeline.manifest import read_build
 from pipeline.schema import sample_key
@@ -144,3 +145,16 @@ def test_a_changed_object_is_refused_by_verify_shards(
             main(argv)
     sha256 = read_build(procedural_build)["shards"][1]["sha256"]
     assert not (tmp_path / "cache" / f"{sha256}.tar").exists(), "a download that fails its check is not kept"
+
+
+def test_the_loader_reads_zstd_labels_as_the_same_batch(procedural_build: Path, tmp_path: Path) -> None:
+    from pipeline.build import BuildRequest, build_source
+    from tests.conftest import tiny_config
+
+    build_source(BuildRequest("procedural", tmp_path, tiny_config(label_codec="zstd"), workers=0))
+    raw, packed = open_source(procedural_build.parent, "procedural"), open_source(tmp_path, "procedural")
+    assert packed.config.label_codec == "zstd"
+    one, other = _loader(raw, 1).batch(0)["real"], _loader(packed, 1).batch(0)["real"]
+    assert one.keys() == other.keys()
+    for key, value in one.items():
+        torch.testing.assert_close(value, other[key], rtol=0, atol=0, equal_nan=True, msg=key)
