@@ -27,7 +27,9 @@ from typing import Any
 # records the label spaces). A bump changes every config hash, so `pvit-pipeline build` regenerates.
 FORMAT_VERSION = 3
 CODECS = ("npy", "jpeg")
-LABEL_CODECS = ("raw", "zstd")  # the first is the default, which the config hash leaves out (older builds)
+LABEL_CODECS = ("raw", "zstd")
+# Every build made before --label-codec existed is raw: the config hash leaves raw out, so theirs stay valid.
+RAW_LABELS = "raw"
 LABEL_SPACES = ("segm_space", "box_space")  # the meta.json fields build.json records once per source
 _NOT_FIELDS = ("format", "adapter", "adapter_version")  # keys `hashed_fields` adds to the config's own
 CROPS = ("none", "centre")
@@ -46,7 +48,7 @@ class BuildConfig:
     train_views: int = 1  # independent train-mode temporal samplings stored per training video
     codec: str = "npy"  # npy: video.npy (raw uint8, fastest to read); jpeg: one JPEG per frame (smaller)
     jpeg_quality: int = 90  # JPEG quality, used by the jpeg codec only
-    label_codec: str = "raw"  # dense labels (depth, normal, segm): raw .npy, or zstd (lossless, smaller)
+    label_codec: str = "zstd"  # dense labels (depth, normal, segm): zstd (lossless, ~15x smaller) | raw .npy
     max_objects: int = 8  # O, the box slots per frame in boxes.npy
     seed: int = 0  # seeds every random choice an adapter makes (procedural scenes, view sampling)
     options: tuple[tuple[str, str], ...] = ()  # adapter setting, repeatable (`sources NAME` lists them)
@@ -98,7 +100,7 @@ class BuildConfig:
         hashed = {f.name for f in fields(self) if f.compare}
         values = {k: v for k, v in asdict(self).items() if k in hashed}
         values["options"] = [list(pair) for pair in self.options]
-        if values["label_codec"] == LABEL_CODECS[0]:  # builds from before the setting keep their hash
+        if values["label_codec"] == RAW_LABELS:  # builds from before the setting keep their hash
             del values["label_codec"]
         return {"format": FORMAT_VERSION, "adapter": adapter, "adapter_version": adapter_version, **values}
 
@@ -116,7 +118,7 @@ class BuildConfig:
             )
         names = {f.name for f in fields(cls) if f.compare}  # the hashed fields
         given = {key: value for key, value in hashed.items() if key not in _NOT_FIELDS}
-        given.setdefault("label_codec", LABEL_CODECS[0])  # `hashed_fields` leaves the default out
+        given.setdefault("label_codec", RAW_LABELS)  # `hashed_fields` leaves raw out
         if set(given) != names:
             odd = sorted(names.symmetric_difference(given))
             raise ValueError(

@@ -18,6 +18,14 @@ from tests.conftest import tiny_config
 
 
 @pytest.fixture(scope="module")
+def raw_build(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("raw")
+    return Path(
+        build_source(BuildRequest("procedural", out, tiny_config(label_codec="raw"), workers=0)).out_dir
+    )
+
+
+@pytest.fixture(scope="module")
 def zstd_build(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("zstd")
     return Path(
@@ -25,8 +33,9 @@ def zstd_build(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
 
 
-def test_the_default_codec_stays_out_of_the_hash_and_zstd_changes_it() -> None:
-    raw = BuildConfig()
+def test_raw_stays_out_of_the_hash_and_zstd_is_the_default_in_it() -> None:
+    assert BuildConfig().label_codec == "zstd"
+    raw = BuildConfig(label_codec="raw")
     assert "label_codec" not in raw.hashed_fields("a", "1")
     zstd = BuildConfig(label_codec="zstd")
     assert zstd.hashed_fields("a", "1")["label_codec"] == "zstd"
@@ -35,8 +44,8 @@ def test_the_default_codec_stays_out_of_the_hash_and_zstd_changes_it() -> None:
     assert BuildConfig.from_json(raw.hashed_fields("a", "1")) == raw
 
 
-def test_zstd_labels_decode_to_the_same_arrays(zstd_build: Path, procedural_build: Path) -> None:
-    raw = {sample["__key__"]: sample for sample in iter_samples(procedural_build)}
+def test_zstd_labels_decode_to_the_same_arrays(zstd_build: Path, raw_build: Path) -> None:
+    raw = {sample["__key__"]: sample for sample in iter_samples(raw_build)}
     packed = {sample["__key__"]: sample for sample in iter_samples(zstd_build)}
     assert raw.keys() == packed.keys()
     for key, sample in raw.items():
@@ -47,9 +56,7 @@ def test_zstd_labels_decode_to_the_same_arrays(zstd_build: Path, procedural_buil
         np.testing.assert_array_equal(packed[key]["video"], sample["video"])
 
 
-def test_a_zstd_build_records_its_codec_verifies_and_is_smaller(
-    zstd_build: Path, procedural_build: Path
-) -> None:
+def test_a_zstd_build_records_its_codec_verifies_and_is_smaller(zstd_build: Path, raw_build: Path) -> None:
     build = read_build(zstd_build)
     assert build["config"]["label_codec"] == "zstd"
     assert BuildInfo.from_json(build).config.label_codec == "zstd"
@@ -57,4 +64,4 @@ def test_a_zstd_build_records_its_codec_verifies_and_is_smaller(
     first = next(read_shard(zstd_build / build["shards"][0]["name"]))[1]
     assert {name for name, data in first.items() if data[:4] == ZSTD_MAGIC} == set(DENSE_MEMBERS) & set(first)
     size = sum(s["bytes"] for s in build["shards"])
-    assert size < sum(s["bytes"] for s in read_build(procedural_build)["shards"])
+    assert size < sum(s["bytes"] for s in read_build(raw_build)["shards"])

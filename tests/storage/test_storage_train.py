@@ -147,13 +147,14 @@ def test_a_changed_object_is_refused_by_verify_shards(
     assert not (tmp_path / "cache" / f"{sha256}.tar").exists(), "a download that fails its check is not kept"
 
 
-def test_the_loader_reads_zstd_labels_as_the_same_batch(procedural_build: Path, tmp_path: Path) -> None:
+def test_the_loader_reads_zstd_labels_as_the_same_batch(tmp_path: Path) -> None:
     from pipeline.build import BuildRequest, build_source
     from tests.conftest import tiny_config
 
-    build_source(BuildRequest("procedural", tmp_path, tiny_config(label_codec="zstd"), workers=0))
-    raw, packed = open_source(procedural_build.parent, "procedural"), open_source(tmp_path, "procedural")
-    assert packed.config.label_codec == "zstd"
+    for codec in ("raw", "zstd"):
+        build_source(BuildRequest("procedural", tmp_path / codec, tiny_config(label_codec=codec), workers=0))
+    raw, packed = open_source(tmp_path / "raw", "procedural"), open_source(tmp_path / "zstd", "procedural")
+    assert (raw.config.label_codec, packed.config.label_codec) == ("raw", "zstd")
     one, other = _loader(raw, 1).batch(0)["real"], _loader(packed, 1).batch(0)["real"]
     assert one.keys() == other.keys()
     for key, value in one.items():
