@@ -392,7 +392,8 @@ class RemoteStore(Store):
         where = self.where(name)
         text = first_line(error, limit=300)
         if isinstance(error, FileNotFoundError):
-            if "bucket" in text.lower():
+            # s3fs says so in the message only (botocore's NoSuchBucket); a key's path may hold "bucket" too
+            if any(sign in text.lower() for sign in ("bucket does not exist", "nosuchbucket")):
                 return StorageError(f"{where}: bucket {self.bucket!r} does not exist ({text})")
             return FileNotFoundError(f"{where}: no such object")
         kinds = {kind.__name__ for kind in type(error).__mro__}

@@ -31,7 +31,6 @@ def procedural_build(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def s3_server() -> Iterator[S3Server]:
     """One local S3 server for the session, its endpoint and test credentials in the environment."""
-    pytest.importorskip("moto.server")
     saved = {name: os.environ.get(name) for name in (*CREDENTIALS, "AWS_ENDPOINT_URL")}
     os.environ.update(CREDENTIALS)
     server = S3Server()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import socket
 import time
 
+import fsspec
 import pytest
 
 from pipeline.cli import main
@@ -33,6 +34,10 @@ def one_line_exit_2(argv: list[str], capsys: pytest.CaptureFixture) -> str:
 def test_a_missing_bucket_is_one_line(s3_server: S3Server, capsys: pytest.CaptureFixture) -> None:
     err = one_line_exit_2(["info", "s3://no-such-bucket-24/procedural"], capsys)
     assert "bucket 'no-such-bucket-24' does not exist" in err
+    named = s3_server.new_bucket() + "-bucket"  # a bucket whose name says "bucket", holding no build
+    fsspec.filesystem("s3").mkdir(named)
+    err = one_line_exit_2(["info", f"s3://{named}/procedural"], capsys)
+    assert err.endswith("no build.json (not a build directory, or its build is unfinished)"), err
     err = one_line_exit_2(["build", "--source", "procedural", "--out", "s3://no-such-bucket-24/x"], capsys)
     assert err.startswith("pvit-pipeline: error: --out: ") and "does not exist" in err
 
