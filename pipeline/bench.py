@@ -36,7 +36,7 @@ def _render_only_rate(config: BuildConfig, samples: int) -> float:
     return len(items) / (time.perf_counter() - started)
 
 
-def _plain_read(paths: list[Path]) -> tuple[float, int]:
+def _plain_read(paths: list[str]) -> tuple[float, int]:
     started, total = time.perf_counter(), 0
     for path in paths:
         with open(path, "rb") as stream:

@@ -42,8 +42,9 @@ from pipeline.ledger import (
 from pipeline.manifest import BuildRecord, commit, commit_matches, committed_hash, manifest_row, uncommit
 from pipeline.plan import BuildPlan, BuildRequest, Unit, make_plan
 from pipeline.schema import SampleError, sample_key
-from pipeline.shards import encode_members, file_sha256, write_shard
+from pipeline.shards import Codecs, encode_members, write_shard_to
 from pipeline.sources import Item, Quarantine, Source, get_source
+from pipeline.storage import Store
 
 __all__ = ["BuildReport", "BuildRequest", "build_source", "build_unit"]
 
@@ -55,7 +56,7 @@ class BuildReport:
     """What a build did, for the CLI summary and for tests."""
 
     source: str
-    out_dir: Path
+    out_dir: Path | str  # <out>/<source>: a local Path, or the URL of a remote build
     config_hash: str
     units_total: int = 0
     units_built: int = 0
@@ -72,8 +73,9 @@ def build_source(request: BuildRequest) -> BuildReport:
     """Build (or bring up to date) `<out>/<source>/` from the raw dataset at `root`."""
     started = time.time()
     plan = make_plan(request)
-    report = BuildReport(plan.source, plan.out_dir, plan.config_hash, units_total=len(plan.units))
-    remove_temporaries(plan.out_dir)  # before deciding "up to date": a dead writer's file must not outlive it
+    shown = Path(plan.out.location) if plan.out.local else plan.out.location
+    report = BuildReport(plan.source, shown, plan.config_hash, units_total=len(plan.units))
+    remove_temporaries(plan.out)  # before deciding "up to date": a dead writer's file must not outlive it
     parts = _reconcile(plan, report)
     todo = [unit for unit in plan.units if not is_done(unit, parts)]
     planned = {unit.shard for unit in plan.units}
@@ -82,25 +84,25 @@ def build_source(request: BuildRequest) -> BuildReport:
     if not todo and not stale and not report.config_changed and _committed(plan, parts):
         report.up_to_date = True
         return _summarise(report, parts, started)
-    uncommit(plan.out_dir)  # readers must not see the change happening
+    uncommit(plan.out)  # readers must not see the change happening
     for name in stale:
-        remove_shard(plan.out_dir, name)
+        remove_shard(plan.out, name)
         parts.pop(name)
     _run_units(plan, todo)
     report.units_built = len(todo)
     parts = _finished_parts(plan)
     _summarise(report, parts, started)
-    commit(plan.out_dir, _record(plan, report, parts), _rows(parts))
+    commit(plan.out, _record(plan, report, parts), _rows(parts))
     return report
 
 
 def _reconcile(plan: BuildPlan, report: BuildReport) -> dict[str, Part]:
     """The finished parts of this config, after dropping another config's shards and renaming moved units."""
-    previous = previous_hash(plan.out_dir, committed_hash(plan.out_dir))
+    previous = previous_hash(plan.out, committed_hash(plan.out))
     report.config_changed = previous is not None and previous != plan.config_hash
-    report.shards_removed = drop_other_configs(plan.out_dir, plan.config_hash) if report.config_changed else 0
-    parts = load_parts(plan.out_dir, plan.config_hash, verify=plan.request.verify)
-    reuse_moved_units(plan.out_dir, plan.units, parts)
+    report.shards_removed = drop_other_configs(plan.out, plan.config_hash) if report.config_changed else 0
+    parts = load_parts(plan.out, plan.config_hash, verify=plan.request.verify)
+    reuse_moved_units(plan.out, plan.units, parts)
     return parts
 
 
@@ -112,12 +114,12 @@ def _committed(plan: BuildPlan, parts: dict[str, Part]) -> bool:
     """
     held = {(p.shard, p.bytes, p.sha256) for p in parts.values() if p.shard is not None}
     rows = sum(len(part.rows) for part in parts.values())
-    return committed_hash(plan.out_dir) == plan.config_hash and commit_matches(plan.out_dir, held, rows)
+    return committed_hash(plan.out) == plan.config_hash and commit_matches(plan.out, held, rows)
 
 
 def _finished_parts(plan: BuildPlan) -> dict[str, Part]:
     """Every unit's part after the run; `RuntimeError` when one is missing (a task that never finished)."""
-    parts = load_parts(plan.out_dir, plan.config_hash)
+    parts = load_parts(plan.out, plan.config_hash)
     missing = [unit.shard for unit in plan.units if not is_done(unit, parts)]
     if missing:
         raise RuntimeError(f"{len(missing)} unit(s) did not finish, e.g. {missing[0]}; run the build again")
@@ -165,9 +167,7 @@ def _run_units(plan: BuildPlan, todo: list[Unit]) -> None:
         return
     request = plan.request
     root = str(plan.adapter.root) if plan.adapter.root else None
-    jobs = [
-        UnitJob(plan.source, root, plan.config, plan.config_hash, str(plan.out_dir), unit) for unit in todo
-    ]
+    jobs = [UnitJob(plan.source, root, plan.config, plan.config_hash, plan.out, unit) for unit in todo]
     workers = parallel.Workers(request.workers, request.ray_address, request.ray_timeout)
     with _progress(plan.source, sum(len(unit.items) for unit in todo), request.progress) as advance:
         parallel.run(build_unit, jobs, advance, workers)
@@ -204,7 +204,7 @@ class UnitJob:
     root: str | None
     config: BuildConfig
     config_hash: str
-    out_dir: str
+    out: Store  # where the shard goes (a remote store makes its filesystem in the worker process)
     unit: Unit
 
 
@@ -247,9 +247,7 @@ def build_unit(job: UnitJob) -> UnitResult:
         except Exception as error:  # any failure of one input quarantines that input only
             rows.append(manifest_row(**base, status="quarantined", reason=quarantine_reason(error), mask=0))
             continue
-        members.append(
-            (base["key"], encode_members(meta, video, labels, job.config.codec, job.config.jpeg_quality))
-        )
+        members.append((base["key"], encode_members(meta, video, labels, _codecs(job.config))))
         for name, values in spaces.items():
             if meta.get(name) is not None:
                 values.add(str(meta[name]))
@@ -259,6 +257,10 @@ def build_unit(job: UnitJob) -> UnitResult:
         rows.append(row)
     part = _write_unit(job, rows, members, spaces)
     return UnitResult(job.unit.shard, len(members), len(rows) - len(members), part.bytes)
+
+
+def _codecs(config: BuildConfig) -> Codecs:
+    return Codecs(config.codec, config.jpeg_quality, config.label_codec)
 
 
 def _row_fields(job: UnitJob, item: Item) -> dict[str, Any]:
@@ -278,8 +280,11 @@ def _row_fields(job: UnitJob, item: Item) -> dict[str, Any]:
 def _write_unit(
     job: UnitJob, rows: list[dict], members: list[tuple[str, dict[str, bytes]]], spaces: dict[str, set[str]]
 ) -> Part:
-    """Write the unit's shard (when any sample was built), then its part: the unit is finished."""
-    out_dir = Path(job.out_dir)
+    """Write the unit's shard (when any sample was built), then its part: the unit is finished.
+
+    On a URL the shard is written locally and uploaded whole, then the part: a part is never there
+    without its shard, so a build killed between the two rebuilds only that unit.
+    """
     part = Part(
         fingerprint=job.unit.fingerprint,
         config_hash=job.config_hash,
@@ -291,17 +296,13 @@ def _write_unit(
         rows=rows,
     )
     if members:
-        shard_path = out_dir / job.unit.shard
-        entries = {entry.key: entry for entry in write_shard(shard_path, members)}
+        written = write_shard_to(job.out, job.unit.shard, members)
+        entries = {entry.key: entry for entry in written.entries}
         for row in rows:
             if row["status"] == "ok":
                 row.update(
                     shard=job.unit.shard, offset=entries[row["key"]].offset, size=entries[row["key"]].size
                 )
-        part.shard, part.sha256, part.bytes = (
-            job.unit.shard,
-            file_sha256(shard_path),
-            shard_path.stat().st_size,
-        )
-    write_part(out_dir, part, job.unit.shard)
+        part.shard, part.sha256, part.bytes = job.unit.shard, written.sha256, written.bytes
+    write_part(job.out, part, job.unit.shard)
     return part

@@ -27,6 +27,7 @@ from pipeline.config import BuildConfig, config_flag, field_comments, parse_opti
 from pipeline.fileio import first_line
 from pipeline.manifest import QUARANTINE, BuildDirError, read_build
 from pipeline.parallel import CONNECT_TIMEOUT, ClusterUnreachable
+from pipeline.storage import StorageError, Store, open_store, parse_storage_options
 
 if TYPE_CHECKING:
     from pipeline.build import BuildReport
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
 PROG = "pvit-pipeline"
 USAGE_ERROR = 2
 MESSAGE_LIMIT = 1000  # characters of a one-line error: long paths must not cut off its advice
+SOURCE_DIR_HELP = "a built source: <out>/<source>, a directory or a URL (s3://bucket/prefix/<source>)"
 
 
 class UsageError(Exception):
@@ -62,13 +64,16 @@ def build_parser() -> argparse.ArgumentParser:
     sources = commands.add_parser("sources", help="list the source adapters; with NAME, that one's options")
     sources.add_argument("name", nargs="?", help="an adapter: its splits, tasks and every --option it reads")
     info = commands.add_parser("info", help="counts per split and task, config, quarantine")
-    info.add_argument("dir", type=Path)
+    info.add_argument("dir", help=SOURCE_DIR_HELP)
+    _add_storage_options(info)
     verify = commands.add_parser(
         "verify", help="re-hash shards, check every sample against schema and manifest"
     )
-    verify.add_argument("dir", type=Path)
+    verify.add_argument("dir", help=SOURCE_DIR_HELP)
+    _add_storage_options(verify)
     show = commands.add_parser("show", help="PNG contact sheet of samples with every label drawn")
-    show.add_argument("dir", type=Path)
+    show.add_argument("dir", help=SOURCE_DIR_HELP)
+    _add_storage_options(show)
     show.add_argument("--key", help="the sample to draw (a manifest key)")
     show.add_argument("--split", help="draw samples of this split (default: any)")
     show.add_argument("--count", type=_positive_int, default=1, help="samples, spread over the split")
@@ -80,11 +85,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_storage_options(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--storage-option",
+        dest="storage_options",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an fsspec filesystem option for a URL (endpoint_url=..., anon=true; repeatable); "
+        "credentials come from the environment as usual (AWS_ACCESS_KEY_ID, AWS_ENDPOINT_URL, ...)",
+    )
+
+
+def _store(args: argparse.Namespace, location: str) -> Store:
+    """The store `location` names, with the command's --storage-option values."""
+    return open_store(location, parse_storage_options(args.storage_options))
+
+
 def _add_build(build: argparse.ArgumentParser) -> None:
     """`build`'s flags: what and where, then one per `BuildConfig` field, then how the build runs."""
     build.add_argument("--source", required=True, help="adapter name (see `pvit-pipeline sources`)")
     build.add_argument("--root", type=Path, help="the raw dataset's directory, in its released layout")
-    build.add_argument("--out", type=Path, default=Path("shards"), help="output directory (default: shards/)")
+    build.add_argument(
+        "--out", default="shards", help="output directory or URL, e.g. s3://bucket/prefix (default: shards/)"
+    )
     build.add_argument("--split", action="append", help="split to build (repeatable; default: all)")
     _add_config_flags(build)
     build.add_argument(
@@ -104,6 +128,7 @@ def _add_build(build: argparse.ArgumentParser) -> None:
         "--verify", action="store_true", help="re-hash existing shards; rebuild any whose bytes changed"
     )
     build.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_storage_options(build)
 
 
 def _add_config_flags(build: argparse.ArgumentParser) -> None:
@@ -147,7 +172,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "show": cmd_show,
             "bench": cmd_bench,
         }[args.command](args)
-    except (UsageError, BuildDirError) as error:
+    except (UsageError, BuildDirError, StorageError) as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return USAGE_ERROR
     except KeyboardInterrupt:
@@ -171,6 +196,7 @@ def cmd_build(args: argparse.Namespace) -> int:
             ray_timeout=args.ray_timeout,
             progress=not args.quiet,
             verify=args.verify,
+            storage_options=parse_storage_options(args.storage_options),
         )
         report = build_source(request)
     except (ValueError, SourceError, ClusterUnreachable) as error:
@@ -200,8 +226,9 @@ def summarise(report: BuildReport) -> str:
     )
     if report.quarantined:
         split, item_id, reason = report.quarantined[0]
+        listing = open_store(where).where(QUARANTINE)
         lines.append(
-            f"{len(report.quarantined)} input(s) quarantined, listed in {where / QUARANTINE} "
+            f"{len(report.quarantined)} input(s) quarantined, listed in {listing} "
             f"(e.g. {split}/{item_id}: {reason})"
         )
     else:
@@ -232,10 +259,11 @@ def cmd_sources(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    build = read_build(args.dir)
+    folder = _store(args, args.dir)
+    build = read_build(folder)
     malformed = _info_fields_problem(build)
     if malformed:
-        raise UsageError(f"{Path(args.dir) / 'build.json'}: {malformed}; rebuild the source")
+        raise UsageError(f"{folder.where('build.json')}: {malformed}; rebuild the source")
     counts = build["counts"]
     print(
         f"{build['source']} at {args.dir}: {counts['samples']} samples, {len(build['shards'])} shards, "
@@ -248,8 +276,8 @@ def cmd_info(args: argparse.Namespace) -> int:
         quarantined = split_counts["quarantined"]
         print(f"  {split}: {split_counts['samples']} samples ({tasks}); {quarantined} quarantined")
     if counts["quarantined"]:
-        print(f"quarantined: {counts['quarantined']} (reasons in {Path(args.dir) / QUARANTINE})")
-    problems = _shard_file_problems(Path(args.dir), build["shards"])
+        print(f"quarantined: {counts['quarantined']} (reasons in {folder.where(QUARANTINE)})")
+    problems = _shard_file_problems(folder, build["shards"])
     for problem in problems:
         print(f"problem: {problem}")
     if problems:
@@ -276,15 +304,15 @@ def _info_fields_problem(build: dict) -> str | None:
     return None
 
 
-def _shard_file_problems(source_dir: Path, shards: list[dict]) -> list[str]:
-    """Shards missing, or not the size build.json records: what a stat shows, without reading a byte."""
+def _shard_file_problems(folder: Store, shards: list[dict]) -> list[str]:
+    """Shards missing, or not the size build.json records: what one listing shows, without reading a byte."""
+    sizes = folder.listing()
     problems = []
     for shard in shards:
-        path = source_dir / shard["name"]
-        if not path.is_file():
+        size = sizes.get(shard["name"])
+        if size is None:
             problems.append(f"{shard['name']} missing")
-        elif path.stat().st_size != shard["bytes"]:
-            size = path.stat().st_size
+        elif size != shard["bytes"]:
             problems.append(f"{shard['name']} is {size} bytes, build.json says {shard['bytes']} (changed)")
     return problems
 
@@ -292,11 +320,12 @@ def _shard_file_problems(source_dir: Path, shards: list[dict]) -> list[str]:
 def cmd_verify(args: argparse.Namespace) -> int:
     from pipeline.reader import stray_files, verify
 
-    problems = verify(args.dir)
+    folder = _store(args, args.dir)
+    problems = verify(folder)
     for problem in problems:
         print(problem)
-    build = read_build(args.dir)
-    for name in stray_files(args.dir):
+    build = read_build(folder)
+    for name in stray_files(folder):
         print(f"note: stray file {name} (not part of the build; readers ignore it)")
     if problems:
         print(f"FAILED: {len(problems)} problem(s) in {args.dir}", file=sys.stderr)
@@ -309,7 +338,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     from pipeline.show import ShowError, show
 
     try:
-        print(show(args.dir, key=args.key, split=args.split, count=args.count, out=args.out))
+        print(show(_store(args, args.dir), key=args.key, split=args.split, count=args.count, out=args.out))
     except ShowError as error:
         raise UsageError(str(error)) from None
     return 0

@@ -27,6 +27,9 @@ from typing import Any
 # records the label spaces). A bump changes every config hash, so `pvit-pipeline build` regenerates.
 FORMAT_VERSION = 3
 CODECS = ("npy", "jpeg")
+LABEL_CODECS = ("raw", "zstd")
+# Every build made before --label-codec existed is raw: the config hash leaves raw out, so theirs stay valid.
+RAW_LABELS = "raw"
 LABEL_SPACES = ("segm_space", "box_space")  # the meta.json fields build.json records once per source
 _NOT_FIELDS = ("format", "adapter", "adapter_version")  # keys `hashed_fields` adds to the config's own
 CROPS = ("none", "centre")
@@ -45,6 +48,7 @@ class BuildConfig:
     train_views: int = 1  # independent train-mode temporal samplings stored per training video
     codec: str = "npy"  # npy: video.npy (raw uint8, fastest to read); jpeg: one JPEG per frame (smaller)
     jpeg_quality: int = 90  # JPEG quality, used by the jpeg codec only
+    label_codec: str = "zstd"  # dense labels (depth, normal, segm): zstd (lossless, ~15x smaller) | raw .npy
     max_objects: int = 8  # O, the box slots per frame in boxes.npy
     seed: int = 0  # seeds every random choice an adapter makes (procedural scenes, view sampling)
     options: tuple[tuple[str, str], ...] = ()  # adapter setting, repeatable (`sources NAME` lists them)
@@ -71,6 +75,10 @@ class BuildConfig:
             raise ValueError(f"--sampling-rate must be at least 1, got {self.sampling_rate}")
         if self.codec not in CODECS:
             raise ValueError(f"--codec must be one of {', '.join(CODECS)}, got {self.codec!r}")
+        if self.label_codec not in LABEL_CODECS:
+            raise ValueError(
+                f"--label-codec must be one of {', '.join(LABEL_CODECS)}, got {self.label_codec!r}"
+            )
         if not 1 <= self.jpeg_quality <= 100:
             raise ValueError(f"--jpeg-quality must be between 1 and 100, got {self.jpeg_quality}")
         if self.max_objects < 1:
@@ -92,6 +100,8 @@ class BuildConfig:
         hashed = {f.name for f in fields(self) if f.compare}
         values = {k: v for k, v in asdict(self).items() if k in hashed}
         values["options"] = [list(pair) for pair in self.options]
+        if values["label_codec"] == RAW_LABELS:  # builds from before the setting keep their hash
+            del values["label_codec"]
         return {"format": FORMAT_VERSION, "adapter": adapter, "adapter_version": adapter_version, **values}
 
     @classmethod
@@ -108,6 +118,7 @@ class BuildConfig:
             )
         names = {f.name for f in fields(cls) if f.compare}  # the hashed fields
         given = {key: value for key, value in hashed.items() if key not in _NOT_FIELDS}
+        given.setdefault("label_codec", RAW_LABELS)  # `hashed_fields` leaves raw out
         if set(given) != names:
             odd = sorted(names.symmetric_difference(given))
             raise ValueError(

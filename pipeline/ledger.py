@@ -2,25 +2,25 @@
 
 Every finished unit leaves its shard and a part (`.parts/<shard>.json`: the unit's fingerprint, its
 config hash, its shard's size and sha256, the label spaces its samples name, and its manifest
-rows), both written atomically. A part is what the build trusts of a shard already on disk: a unit
-whose part is there and matches is not rebuilt (a shard that only moved to a new number is renamed),
-and a part whose shard is gone or changed is ignored, so that unit is built again.
+rows), each written whole (a local rename, or one object PUT: `pipeline.storage`), the part last.
+A part is what the build trusts of a shard already there: a unit whose part is there and matches is
+not rebuilt (a shard that only moved to a new number is renamed), and a part whose shard is gone or
+changed is ignored, so that unit is built again.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Protocol
 
 from pipeline.config import LABEL_SPACES
-from pipeline.fileio import atomic_write_text, is_temporary
+from pipeline.fileio import is_temporary
 from pipeline.manifest import ShardRecord, uncommit
-from pipeline.shards import file_sha256
 from pipeline.sources import SourceError
+from pipeline.storage import StorageError, Store
 
 PARTS = ".parts"
 
@@ -60,84 +60,89 @@ class Part:
         return ShardRecord(self.shard, self.split, self.samples, self.bytes, self.sha256)
 
 
-def part_path(out_dir: Path, shard: str) -> Path:
-    return out_dir / PARTS / f"{shard}.json"
+def part_name(shard: str) -> str:
+    """The ledger entry of shard name `shard`, relative to the source folder."""
+    return f"{PARTS}/{shard}.json"
 
 
-def write_part(out_dir: Path, part: Part, shard: str) -> None:
-    """Record `part` as the part of shard name `shard` (atomically)."""
-    atomic_write_text(part_path(out_dir, shard), json.dumps(asdict(part)))
+def write_part(out: Store, part: Part, shard: str) -> None:
+    """Record `part` as the part of shard name `shard` (atomically: a rename, or one object PUT)."""
+    out.write_bytes(part_name(shard), json.dumps(asdict(part)).encode())
 
 
-def read_part(path: Path) -> Part | None:
-    """The part in `path`; None when it is unreadable (a torn or foreign file is not a finished unit)."""
+def parse_part(data: bytes | None) -> Part | None:
+    """The part in `data`; None when missing or unreadable (a torn or foreign file is no finished unit)."""
+    if data is None:
+        return None
     try:
-        return Part(**json.loads(path.read_text()))
-    except (OSError, ValueError, TypeError):
+        return Part(**json.loads(data))
+    except (ValueError, TypeError):
         return None
 
 
-def _part_files(out_dir: Path) -> list[Path]:
-    return sorted((out_dir / PARTS).glob("*.json"))
-
-
-def _shard_name(path: Path) -> str:
-    return path.name[: -len(".json")]
-
-
-def _shard_intact(out_dir: Path, name: str, part: Part, verify: bool) -> bool:
-    """Whether the shard a part records is on disk as it was written: same size (and sha256 with `verify`)."""
-    if part.shard is None:
-        return True
-    path = out_dir / name
-    return (
-        path.is_file()
-        and path.stat().st_size == part.bytes
-        and (not verify or file_sha256(path) == part.sha256)
+def _part_shards(out: Store) -> list[str]:
+    """The shard names the ledger has a part file for, sorted (temporaries of killed writes are not parts)."""
+    names = out.listing(PARTS)
+    return sorted(
+        name[: -len(".json")] for name in names if name.endswith(".json") and not name.startswith(".")
     )
 
 
-def load_parts(out_dir: Path, config_hash: str, verify: bool = False) -> dict[str, Part]:
+def read_parts(out: Store) -> dict[str, Part | None]:
+    """Every part file by shard name (None where one is unreadable); remote: fetched concurrently."""
+    shards = _part_shards(out)
+    data = out.read_many([part_name(shard) for shard in shards])
+    return {shard: parse_part(data[part_name(shard)]) for shard in shards}
+
+
+def _shard_intact(out: Store, name: str, part: Part, sizes: dict[str, int], verify: bool) -> bool:
+    """Whether the shard a part records is there as it was written: same size (and sha256 with `verify`)."""
+    if part.shard is None:
+        return True
+    return sizes.get(name) == part.bytes and (not verify or out.sha256(name) == part.sha256)
+
+
+def load_parts(out: Store, config_hash: str, verify: bool = False) -> dict[str, Part]:
     """Finished parts of this config by shard name; a part whose shard is gone or changed is ignored.
 
     "Changed" is a different size; with `verify`, also a different sha256 (reads every shard).
     """
-    parts = {}
-    for path in _part_files(out_dir):
-        part = read_part(path)
-        if part is None or part.config_hash != config_hash:
-            continue
-        if _shard_intact(out_dir, _shard_name(path), part, verify):
-            parts[_shard_name(path)] = part
-    return parts
+    sizes = out.listing()
+    return {
+        name: part
+        for name, part in read_parts(out).items()
+        if part is not None
+        and part.config_hash == config_hash
+        and _shard_intact(out, name, part, sizes, verify)
+    }
 
 
-def previous_hash(out_dir: Path, committed: str | None) -> str | None:
-    """The config hash the directory holds: `committed` (build.json's), else that of any part on disk."""
+def previous_hash(out: Store, committed: str | None) -> str | None:
+    """The config hash the directory holds: `committed` (build.json's), else that of any part there."""
     if committed is not None:
         return committed
-    for path in _part_files(out_dir):
-        part = read_part(path)
-        if part is not None:
-            return part.config_hash
-    return None
+    return next((part.config_hash for part in read_parts(out).values() if part is not None), None)
 
 
-def move_part(out_dir: Path, parts: dict[str, Part], old: str, new: str) -> None:
-    """Rename a finished unit's shard and part from shard name `old` to `new`."""
+def move_part(out: Store, parts: dict[str, Part], old: str, new: str) -> None:
+    """Rename a finished unit's shard and part from shard name `old` to `new`.
+
+    The order keeps every kill point safe: the shard moves first (a part whose shard is gone is ignored,
+    and a shard without a part is removed as stray), then the new part is written, then the old removed.
+    """
     part = parts.pop(old)
     if part.shard is not None:
-        os.replace(out_dir / old, out_dir / new)
+        out.rename(old, new)
         part.shard = new
         for row in part.rows:
             if row["status"] == "ok":
                 row["shard"] = new
-    write_part(out_dir, part, new)
-    part_path(out_dir, old).unlink(missing_ok=True)
+    write_part(out, part, new)
+    out.remove(part_name(old))
     parts[new] = part
 
 
-def reuse_moved_units(out_dir: Path, units: Sequence[PlannedUnit], parts: dict[str, Part]) -> None:
+def reuse_moved_units(out: Store, units: Sequence[PlannedUnit], parts: dict[str, Part]) -> None:
     """Give finished units that now carry another shard number their new name (two-phase renames)."""
     by_fingerprint = {part.fingerprint: name for name, part in parts.items()}
     moves = [
@@ -148,10 +153,10 @@ def reuse_moved_units(out_dir: Path, units: Sequence[PlannedUnit], parts: dict[s
     staged = []
     for old, new in moves:  # first out of the way, so a chain or cycle of renames never clobbers
         staging = f".moving-{parts[old].fingerprint}.tar"
-        move_part(out_dir, parts, old, staging)
+        move_part(out, parts, old, staging)
         staged.append((staging, new))
     for staging, new in staged:
-        move_part(out_dir, parts, staging, new)
+        move_part(out, parts, staging, new)
 
 
 def is_done(unit: PlannedUnit, parts: dict[str, Part]) -> bool:
@@ -160,51 +165,55 @@ def is_done(unit: PlannedUnit, parts: dict[str, Part]) -> bool:
     return part is not None and part.fingerprint == unit.fingerprint
 
 
-def remove_shard(out_dir: Path, name: str) -> None:
-    part_path(out_dir, name).unlink(missing_ok=True)
-    (out_dir / name).unlink(missing_ok=True)
+def remove_shard(out: Store, name: str) -> None:
+    out.remove(part_name(name))
+    out.remove(name)
 
 
-def drop_other_configs(out_dir: Path, config_hash: str) -> int:
+def drop_other_configs(out: Store, config_hash: str) -> int:
     """Un-commit the directory, then remove every shard and part of another config; returns how many went."""
-    uncommit(out_dir)
+    uncommit(out)
     removed = 0
-    for path in _part_files(out_dir):
-        part = read_part(path)
+    for name, part in read_parts(out).items():
         if part is None or part.config_hash != config_hash:
-            remove_shard(out_dir, _shard_name(path))
+            remove_shard(out, name)
             removed += 1
-    for path in out_dir.glob("*.tar"):  # shards without a part: an interrupted unit or an old layout
-        if not part_path(out_dir, path.name).is_file():
-            path.unlink()
-    remove_temporaries(out_dir)
+    remove_unrecorded_shards(out)
+    remove_temporaries(out)
     return removed
 
 
-def remove_temporaries(out_dir: Path) -> int:
-    """Temporary files of writes that a killed build (or a dead Ray worker) never renamed into place."""
-    stray = [
-        path for folder in (out_dir, out_dir / PARTS) for path in folder.glob(".*") if is_temporary(path)
-    ]
-    for path in stray:
-        path.unlink(missing_ok=True)
+def remove_unrecorded_shards(out: Store) -> int:
+    """Shards without a part: an interrupted unit (killed after its upload), or an old layout."""
+    recorded = set(_part_shards(out))
+    stray = [name for name in out.listing() if name.endswith(".tar") and name not in recorded]
+    for name in stray:
+        out.remove(name)
     return len(stray)
 
 
-def prepare_out(out_dir: Path) -> None:
+def remove_temporaries(out: Store) -> int:
+    """Temporary files of writes that a killed build (or a dead Ray worker) never renamed into place.
+
+    Only local folders have them: an object PUT is whole or absent.
+    """
+    stray = [
+        f"{folder}/{name}".lstrip("/")
+        for folder in ("", PARTS)
+        for name in out.listing(folder)
+        if is_temporary(Path(name))
+    ]
+    for name in stray:
+        out.remove(name)
+    return len(stray)
+
+
+def prepare_out(out: Store) -> None:
     """Create `<out>/<source>/.parts` and prove it writable, or say in one line why not (before any work)."""
-    for parent in [out_dir, *out_dir.parents]:
-        if parent.exists():
-            if not parent.is_dir():
-                raise SourceError(f"--out: {parent} is a file, not a directory")
-            break
-    probe = out_dir / PARTS / f".write-probe-{os.getpid()}.tmp"
     try:
-        (out_dir / PARTS).mkdir(parents=True, exist_ok=True)
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as error:
-        raise SourceError(f"--out: cannot write to {out_dir} ({error.strerror or error})") from None
+        out.child(PARTS).prepare()
+    except StorageError as error:
+        raise SourceError(f"--out: {error}") from None
 
 
 def label_spaces(source: str, parts: list[Part]) -> dict[str, str | None]:

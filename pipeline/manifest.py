@@ -24,9 +24,10 @@ import pyarrow.parquet as pq
 
 from pipeline import __version__
 from pipeline.config import LABEL_SPACES, BuildConfig
-from pipeline.fileio import atomic_write, atomic_write_bytes, first_line
+from pipeline.fileio import first_line
 from pipeline.schema import TASKS, tasks_of
 from pipeline.shards import encode_json
+from pipeline.storage import Store, open_store
 
 BUILD_JSON = "build.json"
 MANIFEST = "manifest.parquet"
@@ -68,51 +69,55 @@ def manifest_row(**fields: Any) -> dict:
     return row
 
 
-def write_manifest(path: Path, rows: list[dict]) -> None:
+def write_manifest(folder: Path | str | Store, rows: list[dict]) -> None:
+    """`manifest.parquet` of the build in `folder`."""
     table = pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA)
-    atomic_write(path, lambda tmp: pq.write_table(table, tmp, compression="zstd"))
+    open_store(folder).write_file(MANIFEST, lambda tmp: pq.write_table(table, tmp, compression="zstd"))
 
 
-def read_manifest(source_dir: Path) -> pa.Table:
+def read_manifest(source_dir: Path | str | Store) -> pa.Table:
     """The manifest of a finished build; `BuildDirError` (one line) when it is missing or unreadable."""
-    read_build(source_dir)
-    path = Path(source_dir) / MANIFEST
-    if not path.is_file():
-        raise BuildDirError(f"{source_dir}: no {MANIFEST} (rebuild the source to restore it)")
+    folder = open_store(source_dir)
+    read_build(folder)
+    where = folder.where(MANIFEST)
     try:
-        table = pq.read_table(path)
+        table = pq.read_table(pa.BufferReader(folder.read_bytes(MANIFEST)))
+    except FileNotFoundError:
+        raise BuildDirError(f"{folder}: no {MANIFEST} (rebuild the source to restore it)") from None
     except (OSError, pa.ArrowException) as error:
         raise BuildDirError(
-            f"{path}: unreadable ({first_line(error)}); rebuild the source to restore it"
+            f"{where}: unreadable ({first_line(error)}); rebuild the source to restore it"
         ) from None
     missing = [name for name in MANIFEST_SCHEMA.names if name not in table.column_names]
     if missing:
-        raise BuildDirError(f"{path}: lacks column(s) {', '.join(missing)}; rebuild the source")
+        raise BuildDirError(f"{where}: lacks column(s) {', '.join(missing)}; rebuild the source")
     return table
 
 
-def write_build(source_dir: Path, build: dict) -> None:
-    atomic_write_bytes(
-        Path(source_dir) / BUILD_JSON, json.dumps(build, indent=2, sort_keys=True).encode() + b"\n"
-    )
+def write_build(source_dir: Path | str | Store, build: dict) -> None:
+    text = json.dumps(build, indent=2, sort_keys=True).encode() + b"\n"
+    open_store(source_dir).write_bytes(BUILD_JSON, text)
 
 
-def read_build(source_dir: Path | str) -> dict:
+def read_build(source_dir: Path | str | Store) -> dict:
     """`build.json` of a finished build; `BuildDirError` when there is none."""
-    path = Path(source_dir) / BUILD_JSON
-    if not Path(source_dir).is_dir():
+    folder = open_store(source_dir)
+    where = folder.where(BUILD_JSON)
+    if folder.local and not Path(folder.location).is_dir():
         raise BuildDirError(f"{source_dir}: no such directory")
-    if not path.is_file():
+    try:
+        data = folder.read_bytes(BUILD_JSON)
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
         raise BuildDirError(
             f"{source_dir}: no {BUILD_JSON} (not a build directory, or its build is unfinished)"
-        )
+        ) from None
     try:
-        build = json.loads(path.read_text())
+        build = json.loads(data)
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise BuildDirError(f"{path}: unreadable ({error})") from None
+        raise BuildDirError(f"{where}: unreadable ({error})") from None
     problem = _build_json_problem(build)
     if problem:
-        raise BuildDirError(f"{path}: {problem}; rebuild the source")
+        raise BuildDirError(f"{where}: {problem}; rebuild the source")
     return build
 
 
@@ -149,33 +154,33 @@ def _build_json_problem(build: object) -> str | None:
     return None
 
 
-def write_quarantine(source_dir: Path, rows: list[dict]) -> None:
+def write_quarantine(folder: Store, rows: list[dict]) -> None:
     lines = [encode_json({k: row[k] for k in ("split", "id", "reason", "fingerprint")}) for row in rows]
-    atomic_write_bytes(Path(source_dir) / QUARANTINE, b"".join(line + b"\n" for line in lines))
+    folder.write_bytes(QUARANTINE, b"".join(line + b"\n" for line in lines))
 
 
-def uncommit(source_dir: Path) -> None:
+def uncommit(folder: Store) -> None:
     """Remove build.json first of all when a build starts changing a directory: readers then refuse it."""
-    (Path(source_dir) / BUILD_JSON).unlink(missing_ok=True)
+    folder.remove(BUILD_JSON)
 
 
-def committed_hash(source_dir: Path) -> str | None:
-    """The config hash of the build committed in `source_dir`; None when no readable build.json is there."""
+def committed_hash(folder: Store) -> str | None:
+    """The config hash of the build committed in `folder`; None when no readable build.json is there."""
     try:
-        return read_build(source_dir)["config_hash"]
+        return read_build(folder)["config_hash"]
     except (BuildDirError, OSError):
         return None
 
 
-def commit_matches(source_dir: Path, shards: set[tuple[str, int, str | None]], rows: int) -> bool:
-    """Whether the commit on disk is whole and is of these shards: build.json lists exactly `shards`
+def commit_matches(folder: Store, shards: set[tuple[str, int, str | None]], rows: int) -> bool:
+    """Whether the commit there is whole and is of these shards: build.json lists exactly `shards`
     (name, bytes, sha256), the manifest holds `rows` rows, and the quarantine list is there."""
     try:
-        listed = {(s["name"], s["bytes"], s["sha256"]) for s in read_build(source_dir)["shards"]}
-        held = pq.read_metadata(Path(source_dir) / MANIFEST).num_rows
-    except Exception:  # any unreadable or missing file means "repair"
+        listed = {(s["name"], s["bytes"], s["sha256"]) for s in read_build(folder)["shards"]}
+        held = pq.read_metadata(pa.BufferReader(folder.read_bytes(MANIFEST))).num_rows
+    except (BuildDirError, OSError, pa.ArrowException):  # unreadable or missing means "repair"
         return False
-    return listed == shards and held == rows and (Path(source_dir) / QUARANTINE).is_file()
+    return listed == shards and held == rows and folder.is_file(QUARANTINE)
 
 
 @dataclass(frozen=True)
@@ -192,11 +197,11 @@ class BuildRecord:
     timings: dict  # seconds, units_built, units_reused
 
 
-def commit(source_dir: Path, record: BuildRecord, rows: list[dict]) -> None:
+def commit(folder: Store, record: BuildRecord, rows: list[dict]) -> None:
     """Write manifest.parquet and quarantine.jsonl, then build.json: the commit marker goes last."""
-    write_manifest(Path(source_dir) / MANIFEST, rows)
-    write_quarantine(source_dir, [row for row in rows if row["status"] == "quarantined"])
-    write_build(source_dir, build_document(record, rows))
+    write_manifest(folder, rows)
+    write_quarantine(folder, [row for row in rows if row["status"] == "quarantined"])
+    write_build(folder, build_document(record, rows))
 
 
 def build_document(record: BuildRecord, rows: list[dict]) -> dict:

@@ -10,15 +10,17 @@ two inputs under one sample key) is found here, as a one-line `SourceError`, bef
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from pipeline.config import BuildConfig
 from pipeline.ledger import prepare_out
 from pipeline.parallel import CONNECT_TIMEOUT
 from pipeline.schema import sample_key
 from pipeline.sources import Item, Source, SourceError, get_source
+from pipeline.storage import StorageError, Store, open_store
 
 
 @dataclass(frozen=True)
@@ -26,7 +28,7 @@ class BuildRequest:
     """One `pvit-pipeline build`: what to build, from where, to where, and how to run it."""
 
     source: str  # the adapter's registry name (`pvit-pipeline sources`)
-    out: Path | str  # the shards go to <out>/<source>/
+    out: Path | str  # the shards go to <out>/<source>/: a local directory or a URL (s3://bucket/prefix)
     config: BuildConfig
     root: Path | str | None = None  # the raw dataset; None for a source that reads none (procedural)
     splits: Sequence[str] = ()  # the splits to build; empty = every split of the source
@@ -35,6 +37,7 @@ class BuildRequest:
     ray_timeout: float = CONNECT_TIMEOUT  # seconds to wait for ray_address to answer
     progress: bool = False  # a progress bar on stderr
     verify: bool = False  # re-hash the shards on disk, so one whose bytes changed at its size is rebuilt
+    storage_options: Mapping[str, Any] = field(default_factory=dict)  # fsspec options of a URL --out
 
 
 @dataclass(frozen=True)
@@ -54,7 +57,7 @@ class BuildPlan:
     request: BuildRequest
     adapter: Source
     config_hash: str
-    out_dir: Path  # <out>/<source>
+    out: Store  # <out>/<source>: a local directory or a prefix of an object store
     splits: tuple[str, ...]
     units: tuple[Unit, ...]
 
@@ -80,10 +83,13 @@ def make_plan(request: BuildRequest) -> BuildPlan:
     config_hash = config.stable_hash(adapter_class.name, adapter_class.version)
     splits = tuple(request.splits) or adapter_class.splits
     check_splits(adapter_class, splits)
-    out_dir = Path(request.out) / request.source
-    prepare_out(out_dir)
+    try:
+        out = open_store(request.out, request.storage_options).child(request.source)
+    except StorageError as error:
+        raise SourceError(f"--out: {error}") from None
+    prepare_out(out)
     units = plan_source(adapter, request.source, splits, tuple(request.splits), config_hash)
-    return BuildPlan(request, adapter, config_hash, out_dir, splits, units)
+    return BuildPlan(request, adapter, config_hash, out, splits, units)
 
 
 def plan_source(

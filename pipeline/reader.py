@@ -29,6 +29,7 @@ from pipeline.shards import (
     read_sample_span,
     read_shard,
 )
+from pipeline.storage import Store, open_store
 
 
 def decode_sample(
@@ -57,30 +58,37 @@ def decode_sample(
     return sample
 
 
-def shard_paths(source_dir: Path | str, split: str | None = None) -> list[Path]:
-    """The shards of a finished build (optionally one split), in build.json order."""
-    build = read_build(source_dir)
-    return [Path(source_dir) / shard["name"] for shard in build["shards"] if split in (None, shard["split"])]
+def shard_paths(source_dir: Path | str | Store, split: str | None = None) -> list[str]:
+    """The shards of a finished build (optionally one split), in build.json order: paths or URLs."""
+    folder = open_store(source_dir)
+    return [folder.where(name) for name in shard_names(folder, split)]
 
 
-def iter_samples(source_dir: Path | str, split: str | None = None) -> Iterator[dict]:
+def shard_names(folder: Store, split: str | None = None) -> list[str]:
+    build = read_build(folder)
+    return [shard["name"] for shard in build["shards"] if split in (None, shard["split"])]
+
+
+def iter_samples(source_dir: Path | str | Store, split: str | None = None) -> Iterator[dict]:
     """Every sample of a finished build (optionally one split), decoded, in shard order."""
-    for path in shard_paths(source_dir, split):
-        for key, members in read_shard(path):
-            yield decode_sample(key, members)
+    folder = open_store(source_dir)
+    for name in shard_names(folder, split):
+        with folder.local_copy(name) as path:
+            for key, members in read_shard(path):
+                yield decode_sample(key, members)
 
 
-def verify(source_dir: Path | str) -> list[str]:
+def verify(source_dir: Path | str | Store) -> list[str]:
     """Re-hash every shard and check every sample against the schema, the manifest and the tars.
 
     Every manifest row is re-read at its offset (bounded by its tar's size) and must hold the sample it
     names, with the size, label, mask, split, view and hw it records; every sample of the tars must have
     exactly one row (none trained twice, none never). Returns one line per problem found, naming the shard
-    and the key; an empty list means the build is intact.
+    and the key; an empty list means the build is intact. A remote shard is downloaded, one at a time.
     """
-    source_dir = Path(source_dir)
-    build = read_build(source_dir)
-    rows = [row for row in read_manifest(source_dir).to_pylist() if row["status"] == "ok"]
+    folder = open_store(source_dir)
+    build = read_build(folder)
+    rows = [row for row in read_manifest(folder).to_pylist() if row["status"] == "ok"]
     listed = {shard["name"] for shard in build["shards"]}
     problems = [f"{key}: in {count} manifest rows" for key, count in _repeated(row["key"] for row in rows)]
     problems += [
@@ -91,27 +99,41 @@ def verify(source_dir: Path | str) -> list[str]:
     by_shard: dict[str, list[dict]] = {}
     for row in rows:
         by_shard.setdefault(row["shard"], []).append(row)
+    present = folder.listing()
     for shard in build["shards"]:
         mine = by_shard.get(shard["name"], [])
-        try:
-            problems.extend(_verify_shard(source_dir / shard["name"], shard, mine, build["config_hash"]))
-        except OSError as error:  # a shard we may not read (permissions, I/O error) is a finding too
-            problems.append(f"{shard['name']}: cannot be read ({error.strerror or first_line(error)})")
+        problems.extend(_verify_present_shard(folder, shard, mine, build["config_hash"], present))
     return problems
 
 
-def stray_files(source_dir: Path | str) -> list[str]:
+def _verify_present_shard(
+    folder: Store, shard: dict, rows: list[dict], config_hash: str, present: dict[str, int]
+) -> list[str]:
+    """`_verify_shard` on a local copy of the shard; a missing or unreadable shard is a finding too."""
+    name = shard["name"]
+    if name not in present:
+        return [
+            f"{name}: missing",
+            *(f"{name}: {row['key']}: in the manifest but in no shard" for row in rows),
+        ]
+    try:
+        with folder.local_copy(name) as path:
+            return _verify_shard(path, shard, rows, config_hash)
+    except OSError as error:  # a shard we may not read (permissions, I/O error) is a finding too
+        return [f"{name}: cannot be read ({error.strerror or first_line(error)})"]
+
+
+def stray_files(source_dir: Path | str | Store) -> list[str]:
     """Files in a build directory that the build does not commit: temporaries of killed writes, shards
     of no build. Readers never open them (they follow build.json); `build` removes the temporaries."""
-    source_dir = Path(source_dir)
-    known = {BUILD_JSON, MANIFEST, QUARANTINE, ".parts"} | {
-        s["name"] for s in read_build(source_dir)["shards"]
-    }
-    stray = [path for path in sorted(source_dir.iterdir()) if path.name not in known]
-    parts = source_dir / ".parts"
-    if parts.is_dir():
-        stray += [path for path in sorted(parts.iterdir()) if path.suffix != ".json"]
-    return [str(path.relative_to(source_dir)) for path in stray]
+    folder = open_store(source_dir)
+    known = {BUILD_JSON, MANIFEST, QUARANTINE} | {s["name"] for s in read_build(folder)["shards"]}
+    stray = [name for name in sorted(folder.listing()) if name not in known]
+    if folder.local:  # a directory that is not ours (an object store has no empty folders)
+        root = Path(folder.location)
+        stray += [p.name for p in sorted(root.iterdir()) if p.is_dir() and p.name != ".parts"]
+    stray += [f".parts/{name}" for name in sorted(folder.listing(".parts")) if not name.endswith(".json")]
+    return sorted(stray)
 
 
 def _repeated(values: Iterable[str]) -> list[tuple[str, int]]:
@@ -122,13 +144,8 @@ def _repeated(values: Iterable[str]) -> list[tuple[str, int]]:
 
 
 def _verify_shard(path: Path, shard: dict, rows: list[dict], config_hash: str) -> list[str]:
-    """The problems of one shard and of the manifest rows that point into it."""
+    """The problems of one (local) shard and of the manifest rows that point into it."""
     name = shard["name"]
-    if not path.is_file():
-        return [
-            f"{name}: missing",
-            *(f"{name}: {row['key']}: in the manifest but in no shard" for row in rows),
-        ]
     problems = []
     if file_sha256(path) != shard["sha256"]:
         problems.append(f"{name}: sha256 differs from build.json (the file changed)")

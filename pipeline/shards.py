@@ -8,6 +8,7 @@ reader never sees a partial tar.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -18,14 +19,27 @@ import tarfile
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from pipeline.fileio import atomic_write
-from pipeline.schema import META_JSON, VIDEO_NPY, frame_member
+from pipeline.schema import DENSE_MEMBERS, META_JSON, VIDEO_NPY, frame_member
+from pipeline.storage import LocalStore, Store
 
 TAR_MTIME = 1_600_000_000  # fixed header mtime: shard bytes must not depend on when they were built
+
+
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"  # the first bytes of every zstd frame (RFC 8878); .npy starts \x93NUMPY
+ZSTD_LEVEL = 3  # zstd's default: most of the size win for a fraction of the time of the higher levels
+
+
+@functools.cache
+def _zstd() -> tuple[Any, Any]:
+    """This process's zstd compressor and decompressor (made once; imported only where labels are zstd)."""
+    import zstandard
+
+    return zstandard.ZstdCompressor(level=ZSTD_LEVEL), zstandard.ZstdDecompressor()
 
 
 def encode_npy(array: np.ndarray) -> bytes:
@@ -40,13 +54,22 @@ _NPY_HEADER = re.compile(
 )
 
 
+def encode_label(array: np.ndarray, label_codec: str) -> bytes:
+    """A label member: `.npy` bytes, zstd-compressed with `--label-codec zstd` (the same array back)."""
+    data = encode_npy(array)
+    return _zstd()[0].compress(data) if label_codec == "zstd" else data
+
+
 def decode_npy(data: bytes | memoryview, copy: bool = True) -> np.ndarray:
     """An array from `.npy` bytes: a copy, or (`copy=False`) a view of `data` itself.
 
     Parses the header with a regex instead of np.load's `ast.literal_eval`: 3-5x faster than np.load
     on a BytesIO, which matters for the many small label members. A view of a writable buffer (the
-    trainer's spans) is writable and costs nothing, which matters for the clip.
+    trainer's spans) is writable and costs nothing, which matters for the clip. A zstd frame (a label
+    of a `--label-codec zstd` build) is decompressed first, into a writable buffer of its own.
     """
+    if bytes(data[:4]) == ZSTD_MAGIC:
+        data = np.frombuffer(_zstd()[1].decompress(data), dtype=np.uint8).copy().data
     if data[:6] != b"\x93NUMPY" or data[6] not in (1, 2, 3):
         raise ValueError("not an .npy payload")
     length_bytes = 2 if data[6] == 1 else 4
@@ -73,18 +96,28 @@ def encode_json(value: dict) -> bytes:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
 
 
+@dataclass(frozen=True)
+class Codecs:
+    """How a sample's members are encoded (the build's `--codec`, `--jpeg-quality`, `--label-codec`)."""
+
+    video: str = "npy"  # npy | jpeg
+    jpeg_quality: int = 90
+    labels: str = "raw"  # raw | zstd: dense label maps (DENSE_MEMBERS); the small ones stay raw
+
+
 def encode_members(
-    meta: dict, video: np.ndarray, labels: dict[str, np.ndarray], codec: str, jpeg_quality: int
+    meta: dict, video: np.ndarray, labels: dict[str, np.ndarray], codecs: Codecs
 ) -> dict[str, bytes]:
     """All members of one sample, by member name (without the key)."""
     members = {META_JSON: encode_json(meta)}
-    if codec == "npy":
+    if codecs.video == "npy":
         members[VIDEO_NPY] = encode_npy(video)
     else:
         for t, frame in enumerate(video):
-            members[frame_member(t)] = encode_jpeg(frame, jpeg_quality)
+            members[frame_member(t)] = encode_jpeg(frame, codecs.jpeg_quality)
     for name in sorted(labels):
-        members[name] = encode_npy(labels[name])
+        codec = codecs.labels if name in DENSE_MEMBERS else "raw"
+        members[name] = encode_label(labels[name], codec)
     return members
 
 
@@ -109,12 +142,27 @@ class ShardEntry:
 
 def write_shard(path: Path, samples: Iterable[tuple[str, dict[str, bytes]]]) -> list[ShardEntry]:
     """Write `(key, members)` pairs to the tar `path` atomically; return each sample's byte span."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return write_shard_to(LocalStore(path.parent), path.name, samples).entries
+
+
+@dataclass(frozen=True)
+class WrittenShard:
+    """A shard as written: each sample's byte span, and the tar's size and sha256."""
+
+    entries: list[ShardEntry]
+    bytes: int
+    sha256: str
+
+
+def write_shard_to(folder: Store, name: str, samples: Iterable[tuple[str, dict[str, bytes]]]) -> WrittenShard:
+    """Write `(key, members)` pairs as the tar `name` of `folder`, whole or not at all (`Store.write_file`:
+    a local temporary file, then a rename or one upload); its spans, size and sha256 come from that file."""
     # Imported here: webdataset imports torch whenever torch is installed, and readers, `verify` and
     # the CLI should not pay for that.
     import webdataset as wds
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    entries: list[ShardEntry] = []
+    written: list[WrittenShard] = []
 
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as stream:
@@ -122,10 +170,10 @@ def write_shard(path: Path, samples: Iterable[tuple[str, dict[str, bytes]]]) -> 
             for key, members in samples:
                 writer.write({"__key__": key, **members})
             writer.close()
-        entries.extend(index_shard(tmp))
+        written.append(WrittenShard(index_shard(tmp), tmp.stat().st_size, file_sha256(tmp)))
 
-    atomic_write(path, write)
-    return entries
+    folder.write_file(name, write)
+    return written[0]
 
 
 def index_shard(path: Path) -> list[ShardEntry]:
@@ -221,8 +269,19 @@ def read_sample_span(
     handle.seek(offset)
     data = np.empty(size, dtype=np.uint8).data
     got = handle.readinto(data)
-    if got != size:
-        raise SpanError(f"the span at byte {offset} ends after {got} of its {size} bytes (truncated tar)")
+    return span_sample(data[:got], offset, size, key)
+
+
+def span_sample(
+    data: bytearray | memoryview, offset: int, size: int, key: str | None = None
+) -> dict[str, memoryview]:
+    """The members of the sample whose span (`size` bytes at byte `offset` of its tar) `data` holds, as
+    views of `data`; `SpanError` unless it is whole, splits into one sample's members and (given `key`)
+    their names carry that key."""
+    if len(data) != size:
+        raise SpanError(
+            f"the span at byte {offset} ends after {len(data)} of its {size} bytes (truncated tar)"
+        )
     try:
         held, members = _keyed_span_members(data)
     except SpanError as error:

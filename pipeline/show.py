@@ -39,7 +39,9 @@ from pipeline.fileio import atomic_write, first_line
 from pipeline.manifest import read_manifest
 from pipeline.reader import decode_sample
 from pipeline.schema import KINECT_BONES, KINECT_JOINTS, SEGM_IGNORE, SampleError, tasks_of
-from pipeline.shards import SpanError, read_sample_span
+from pipeline.shards import SpanError
+from pipeline.spans import SpanRequest, read_store_span
+from pipeline.storage import Store, open_store
 
 GREY = (128, 128, 128)  # NaN depth / normal, ignored segmentation
 BACKGROUND = (24, 24, 24)
@@ -278,21 +280,19 @@ def side_view(joints: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def read_samples(
-    source_dir: Path | str, key: str | None = None, split: str | None = None, count: int = 1
+    source_dir: Path | str | Store, key: str | None = None, split: str | None = None, count: int = 1
 ) -> list[dict]:
     """Decoded samples of a finished build: the one with `key`, else `count` spread evenly over `split`."""
-    source_dir = Path(source_dir)
+    folder = open_store(source_dir)
     if count < 1:
         raise ShowError(f"--count must be at least 1, got {count}")
-    rows = chosen_rows(source_dir, read_manifest(source_dir).to_pylist(), key, split, count)
+    rows = chosen_rows(folder, read_manifest(folder).to_pylist(), key, split, count)
     # str(): a damaged manifest's null shard reads as a missing file "None", one line like any other
-    return [
-        read_sample_at(source_dir / str(row["shard"]), row["offset"], row["size"], row["key"]) for row in rows
-    ]
+    return [read_sample_at(folder, str(row["shard"]), row["offset"], row["size"], row["key"]) for row in rows]
 
 
 def chosen_rows(
-    source_dir: Path, table: list[dict], key: str | None, split: str | None, count: int
+    source_dir: Path | Store, table: list[dict], key: str | None, split: str | None, count: int
 ) -> list[dict]:
     """The manifest rows to draw; `ShowError` (one line) for a key that is not there or was quarantined."""
     rows = [row for row in table if split in (None, row["split"])]
@@ -311,20 +311,22 @@ def chosen_rows(
     return [rows[i] for i in picks]
 
 
-def read_sample_at(shard: Path, offset: int, size: int, key: str) -> dict:
-    """The sample `key` stored at byte `offset` of `shard` (its manifest row), decoded.
+def read_sample_at(folder: Store, shard: str, offset: int, size: int, key: str) -> dict:
+    """The sample `key` stored at byte `offset` of shard `shard` of `folder` (its manifest row), decoded.
 
     A span that is not that sample (a missing or truncated tar, a damaged header, a stale offset or size)
     is a `ShowError` naming the shard and the key: `show` is often the first look at a damaged build.
+    A remote shard is read by one ranged request.
     """
-    advice = f"run `pvit-pipeline verify {shard.parent}`"
-    if not shard.is_file():
-        raise ShowError(f"{shard}: missing, so sample {key} cannot be drawn; {advice}")
+    advice = f"run `pvit-pipeline verify {folder}`"
+    where = folder.where(shard)
+    tar_bytes = folder.listing().get(shard)
+    if tar_bytes is None:
+        raise ShowError(f"{where}: missing, so sample {key} cannot be drawn; {advice}")
     try:
-        with open(shard, "rb") as handle:
-            return decode_sample(key, read_sample_span(handle, offset, size, key=key))
+        return decode_sample(key, read_store_span(folder, shard, SpanRequest(offset, size, key), tar_bytes))
     except (SpanError, SampleError, OSError) as error:
-        raise ShowError(f"{shard}: sample {key} cannot be read ({first_line(error)}); {advice}") from None
+        raise ShowError(f"{where}: sample {key} cannot be read ({first_line(error)}); {advice}") from None
 
 
 # ----------------------------------------------------------------------------- composing a sheet
@@ -621,15 +623,18 @@ def _ava_row(sample: dict, frames: list[int], pictures: list[Image.Image]) -> Ro
 # ----------------------------------------------------------------------------- the command
 
 
-def default_out(source_dir: Path, key: str | None, split: str | None) -> Path:
-    """Next to the source directory: `<parent>/<source>.show[.<key or split>].png`."""
-    source_dir = Path(source_dir).resolve()
+def default_out(source_dir: Path | Store, key: str | None, split: str | None) -> Path:
+    """Next to the source directory: `<parent>/<source>.show[.<key or split>].png` (a URL's: here)."""
+    folder = open_store(source_dir)
     tag = f".{key}" if key else f".{split}" if split else ""
-    return source_dir.parent / f"{source_dir.name}.show{tag}.png"
+    if not folder.local:
+        return Path(f"{folder.location.rstrip('/').rsplit('/', 1)[-1]}.show{tag}.png")
+    local = Path(folder.location).resolve()
+    return local.parent / f"{local.name}.show{tag}.png"
 
 
 def show(
-    source_dir: Path | str,
+    source_dir: Path | str | Store,
     key: str | None = None,
     split: str | None = None,
     count: int = 1,
@@ -637,7 +642,7 @@ def show(
     cell: int = 128,
 ) -> Path:
     """Write the contact sheet(s) of the chosen samples, one under the other, to a PNG; returns its path."""
-    path = Path(out) if out is not None else default_out(Path(source_dir), key, split)
+    path = Path(out) if out is not None else default_out(open_store(source_dir), key, split)
     check_out(path)  # before any reading: a path that cannot be written is known at once
     samples = read_samples(source_dir, key, split, count)
     image = stack_vertically([sample_sheet(sample, cell).image for sample in samples])

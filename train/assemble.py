@@ -78,7 +78,10 @@ def open_streams(cfg: TrainConfig, d: Dist) -> tuple[Sources, dict[str, list[flo
         print0(d.rank, f"note: --synthetic-only: the real source(s) {', '.join(data.real)} are not read")
     if cfg.uses_synthetic:
         roles["synthetic"] = parse_weighted(data.synthetic)
-    sources = {role: [open_source(data.shards, name) for name, _ in named] for role, named in roles.items()}
+    settings = data.read_settings()  # storage options and the shard cache of a URL --shards
+    sources = {
+        role: [open_source(data.shards, n, settings) for n, _ in named] for role, named in roles.items()
+    }
     weights = {role: [w for _, w in named] for role, named in roles.items()}
     unique = list({s.name: s for group in sources.values() for s in group}.values())
     note = verify_shards(unique, data.verify_shards, VERIFY_AUTO_BYTES)  # every rank: all refuse alike

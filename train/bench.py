@@ -2,6 +2,7 @@
 
     python -m train.bench [--codec npy jpeg] [--crop-size 224] [--train-scale 256 320] [--workers 0 2]
     python -m train.bench --shards shards --source procedural [--workers 0 2] [--steps 30] [--batch-size 16]
+    python -m train.bench --shards s3://bucket/prefix --source NAME [--cache-dir DIR] [--storage-option KV]
 
 Without `--shards` it builds procedural shards for each `--codec` in a temporary directory, 16 frames at
 short side 256 (4:3, so 256x341 stored). For each set of tars both figures come from the same run: first a
@@ -10,6 +11,10 @@ plain sequential read of every train shard (MB/s and samples/s, page cache as it
 worker count. "Per core" is the rate divided by the worker processes (`0` = the main process alone).
 
     python -m train.bench --device cuda --preset mvit_v2_s --workers 16 [--compile] [--steps 30]
+
+With a URL `--shards` the raw read is a whole-object download of every train shard and the loader reads spans
+by ranged requests; with `--cache-dir` too, the loader runs twice, from an emptied cache (cold: the first
+touch of each shard downloads it whole) and again from the filled one (warm: no network).
 
 With `--device`, the trainer itself runs instead (`train.main`: the real loader into the real training step,
 `--source` as both streams) and the line gives its steady clips/s and data-wait share.
@@ -23,6 +28,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from pipeline.shardcache import parse_size
+from pipeline.spans import ReadSettings
+from pipeline.storage import parse_storage_options
 from train.augment import Protocol
 from train.data import Geometry, MixedBatches, StreamSpec, make_loader
 from train.plan import StreamPlan
@@ -30,12 +38,13 @@ from train.sources import open_source
 
 
 def raw_read_rate(source, split: str = "train") -> dict[str, float]:
-    """Read every shard of `split` start to end in 8 MiB blocks; the ceiling for any loader."""
+    """Read every shard of `split` start to end in 8 MiB blocks (a URL's: downloaded whole); the ceiling for
+    any loader."""
     table = source.split(split)
-    paths = [source.shards[i] for i in sorted(set(table.shard.tolist()))]
+    names = [source.build_shards[i]["name"] for i in sorted(set(table.shard.tolist()))]
     started, total = time.perf_counter(), 0
-    for path in paths:
-        with open(path, "rb") as stream:
+    for name in names:
+        with source.directory.open_read(name) as stream:
             while block := stream.read(8 << 20):
                 total += len(block)
     seconds = time.perf_counter() - started
@@ -111,15 +120,22 @@ def bench_source(source, args: argparse.Namespace, label: str) -> list[str]:
         f"= {raw['samples/s']:.0f} samples/s"
     ]
     print(lines[0], flush=True)
+    cache = source.settings.cache() if not source.directory.local else None
+    passes = ["ranged reads"] if not source.directory.local and cache is None else [""]
+    if cache is not None:
+        passes = ["cold cache", "warm cache"]
+        for shard in source.build_shards:  # this build's shards only: the directory may hold others
+            cache.path_of(shard["sha256"]).unlink(missing_ok=True)
     for workers in args.workers:
-        rate = loader_rate(source, workers, args.steps, args.batch_size, protocol)
-        per_core = rate["clips/s"] / max(workers, 1)
-        lines.append(
-            f"{label}: loader, {workers} worker(s), batch {args.batch_size}, {args.crop_size}^2 crop: "
-            f"{rate['clips/s']:.0f} clips/s = {per_core:.0f} clips/s per core "
-            f"({rate['clips/s'] / raw['samples/s']:.2f}x the raw read rate)"
-        )
-        print(lines[-1], flush=True)
+        for how in passes:
+            rate = loader_rate(source, workers, args.steps, args.batch_size, protocol)
+            per_core = rate["clips/s"] / max(workers, 1)
+            lines.append(
+                f"{label}: loader{', ' + how if how else ''}, {workers} worker(s), batch {args.batch_size}, "
+                f"{args.crop_size}^2 crop: {rate['clips/s']:.0f} clips/s = {per_core:.0f} clips/s per core "
+                f"({rate['clips/s'] / raw['samples/s']:.2f}x the raw read rate)"
+            )
+            print(lines[-1], flush=True)
     return lines
 
 
@@ -141,12 +157,20 @@ def main(argv: list[str] | None = None) -> list[str]:
     parser.add_argument("--mode", default="pvit", help="with --device: pvit | mt | vpt | plain")
     parser.add_argument("--compile", action="store_true", help="with --device: torch.compile the model")
     parser.add_argument("--warmup", type=int, default=5, help="with --device: untimed first steps")
+    parser.add_argument("--storage-option", action="append", default=[], metavar="KEY=VALUE",
+                        help="fsspec option of a URL --shards (repeatable)")  # fmt: skip
+    parser.add_argument(
+        "--cache-dir", default="", help="a URL --shards: the local shard cache (cold, then warm)"
+    )
+    parser.add_argument("--cache-limit", default="50GB", help="bytes the cache keeps (default 50GB)")
     args = parser.parse_args(argv)
     if args.device:
         args.shards = args.shards or "shards"
         return training_lines(args)
     if args.shards:
-        return bench_source(open_source(args.shards, args.source), args, args.source)
+        settings = ReadSettings(parse_storage_options(args.storage_option), args.cache_dir,
+                                parse_size(args.cache_limit))  # fmt: skip
+        return bench_source(open_source(args.shards, args.source, settings), args, args.source)
     lines = []
     with tempfile.TemporaryDirectory() as work:
         for codec in args.codec:

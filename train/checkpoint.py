@@ -38,7 +38,8 @@ from train.plan import position
 _NAME = re.compile(r"^step_(\d{8})\.pt$")
 FORMAT = 2  # 2: weights-only safe (numpy RNG as a tensor), config and model config inside
 # Settings a resumed run may change: how a run is watched, evaluated and fed, never what it trains.
-CHANGEABLE = ("log.", "eval.", "data.workers", "data.verify_shards", "data.shards", "out", "resume",
+CHANGEABLE = ("log.", "eval.", "data.workers", "data.verify_shards", "data.shards", "data.storage_options",
+              "data.cache_dir", "data.cache_limit", "out", "resume",
               "stop_after", "recipe", "extra", "device", "compile")  # fmt: skip
 REQUIRED = ("format", "model", "optimizer", "scheduler", "scaler", "step", "rng", "world", "config")
 

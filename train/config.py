@@ -31,6 +31,9 @@ import yaml
 from pvit.config import get_config, resolve_tasks
 from pvit.tasks import TASKS
 
+from pipeline.shardcache import parse_size
+from pipeline.spans import ReadSettings
+from pipeline.storage import parse_storage_options
 from train.realaug import check_rand_augment
 
 AMP_CHOICES = ("auto", "bf16", "fp16", "off")
@@ -86,7 +89,7 @@ class ModelConfig:
 class DataConfig:
     """The real and synthetic streams. Batch sizes are global (summed over ranks)."""
 
-    shards: str = "shards"  # directory holding <source>/build.json and its tars
+    shards: str = "shards"  # directory or URL (s3://bucket/prefix) holding <source>/build.json and its tars
     real: tuple[str, ...] = ()  # real sources, "name" or "name:weight"; their val split is evaluated
     synthetic: tuple[str, ...] = ()  # synthetic sources, "name" or "name:weight" (drawn by weight)
     batch_size: int = 8  # real clips per step, all ranks together
@@ -99,6 +102,10 @@ class DataConfig:
     workers: int = 2  # DataLoader worker processes per rank
     shuffle_window: int = 4  # samples are shuffled within windows of this many consecutive (shuffled) shards
     verify_shards: str = "auto"  # sha256 every shard before training: auto (under 2 GiB in all) | on | off
+    # Shards at a URL (README "On object storage"); none of these changes what is trained.
+    storage_options: tuple[str, ...] = ()  # KEY=VALUE fsspec option for a URL --shards (repeatable flag)
+    cache_dir: str = ""  # local cache of whole remote shards, shared by a node's processes; "" = ranged reads
+    cache_limit: str = "50GB"  # most bytes --cache-dir keeps (least recently used shards go first)
 
     def __post_init__(self) -> None:
         self.real, self.synthetic = names(self.real), names(self.synthetic)
@@ -111,6 +118,14 @@ class DataConfig:
         _at_least("--workers", self.workers, 0)
         _at_least("--shuffle-window", self.shuffle_window, 1)
         _positive("--max-synthetic-ratio", self.max_synthetic_ratio)
+        if isinstance(self.storage_options, str):  # one option: a value may hold commas (JSON)
+            self.storage_options = (self.storage_options,)
+        self.read_settings()  # a bad --storage-option or --cache-limit fails here, before any step
+
+    def read_settings(self) -> ReadSettings:
+        """How the sources are reached: storage options and the local shard cache."""
+        return ReadSettings(parse_storage_options(self.storage_options), self.cache_dir,
+                            parse_size(self.cache_limit))  # fmt: skip
 
 
 @dataclass
@@ -463,6 +478,9 @@ def build_parser() -> argparse.ArgumentParser:
             target.add_argument(flag(f.name), action=argparse.BooleanOptionalAction, help=help_text)
         elif f.name == "betas":
             target.add_argument(flag(f.name), type=float, nargs=2, help=help_text)
+        elif f.name == "storage_options":  # repeatable, as pvit-pipeline's (a value may hold commas)
+            target.add_argument("--storage-option", dest=f.name, action="append", metavar="KEY=VALUE",
+                                help=help_text)  # fmt: skip
         elif f.name == "train_scale":
             target.add_argument(flag(f.name), type=int, nargs=2, metavar=("MIN", "MAX"), help=help_text)
         elif isinstance(default, tuple):

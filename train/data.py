@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,7 +28,8 @@ from torchvision.io import ImageReadMode, decode_jpeg
 from pipeline.fileio import first_line
 from pipeline.reader import decode_sample
 from pipeline.schema import REAL_TASKS, SYNTHETIC_TASKS, TASK_BIT
-from pipeline.shards import decode_video, read_sample_span
+from pipeline.shards import ZSTD_MAGIC, decode_video
+from pipeline.spans import ShardSpan, SpanReader, SpanRequest
 from train.augment import Protocol, eval_view, full_frame_view, train_view
 from train.plan import StreamPlan, _rng
 from train.realaug import rand_augment_sample
@@ -43,28 +45,70 @@ def role_mask(role: str, extra: tuple[str, ...] = ()) -> int:
     return sum(1 << TASK_BIT[t] for t in {*ROLE_TASKS[role], *extra})
 
 
+def span_of(table: SplitTable, row: int) -> ShardSpan:
+    """Where the sample of `table`'s row `row` is: its shard, byte span and key."""
+    return ShardSpan(int(table.shard[row]), SpanRequest(int(table.offset[row]), int(table.size[row]),
+                                                        str(table.key[row])))  # fmt: skip
+
+
+class SpanReaders:
+    """This process's span readers, one per source, made on first use (a forked worker starts afresh: file
+    handles and remote filesystems are per process), and the spans of a batch read ahead in one go."""
+
+    def __init__(self) -> None:
+        self.readers: dict[str, SpanReader] = {}
+        self.ready: dict[tuple[str, ShardSpan], dict[str, memoryview]] = {}
+        self.pid = os.getpid()
+
+    def of(self, source: SourceData) -> SpanReader:
+        if self.pid != os.getpid():
+            self.readers, self.ready, self.pid = {}, {}, os.getpid()
+        if source.name not in self.readers:
+            self.readers[source.name] = source.reader()
+        return self.readers[source.name]
+
+    def prefetch(self, wanted: list[tuple[SourceData, ShardSpan]]) -> None:
+        """Read the spans of remote sources without a cache together: concurrent ranged requests, adjacent
+        spans coalesced. Only an optimisation: a failure here is met again, and named, by `read`."""
+        by_source: dict[str, list[ShardSpan]] = {}
+        for source, span in wanted:
+            if self.of(source).ranged:
+                by_source.setdefault(source.name, []).append(span)
+        for name, spans in by_source.items():
+            try:
+                got = self.readers[name].read_many(spans)
+            except Exception:  # noqa: BLE001 - each span is read (and its problem named) again by `read`
+                continue
+            self.ready.update({(name, span): members for span, members in zip(spans, got, strict=True)})
+
+    def read(self, source: SourceData, span: ShardSpan) -> dict[str, memoryview]:
+        members = self.ready.pop((source.name, span), None)
+        return members if members is not None else self.of(source).read(span)
+
+    def close(self) -> None:
+        for reader in self.readers.values():
+            reader.close()
+        self.readers, self.ready = {}, {}
+
+
 def read_span(
-    source: SourceData, table: SplitTable, row: int, files: dict | None = None
+    source: SourceData, table: SplitTable, row: int, readers: SpanReaders | None = None
 ) -> dict[str, memoryview]:
     """The members of the sample of `table`'s row `row` (`{"meta.json": b"..."}`), read at its manifest span.
 
     The span must lie inside its tar and the tar's member names there must carry the row's key (the manifest
     said which sample is at that offset); a span that is short, out of bounds, of another sample, with a
     broken tar header or a member that cannot be what its name says is a `ShardMismatch` naming the shard,
-    the sample and the byte offset, so training stops with one line.
+    the sample and the byte offset, so training stops with one line. A remote shard is read by a ranged
+    request (or from the local shard cache); `readers` keeps handles and filesystems across samples.
     """
-    shard, offset, key = int(table.shard[row]), int(table.offset[row]), str(table.key[row])
-    path = source.shards[shard]
-    handle = files.get(path) if files is not None else None
-    if handle is None:
-        handle = open(path, "rb")  # noqa: SIM115 - kept open across samples in `files`
-        if files is not None:
-            files[path] = handle
+    span = span_of(table, row)
+    path, offset, key = source.shards[span.shard], span.span.offset, span.span.key
+    own = readers if readers is not None else SpanReaders()
     try:
-        tar_bytes = int(source.build_shards[shard]["bytes"]) if source.build_shards else None
-        members = read_sample_span(handle, offset, int(table.size[row]), key, tar_bytes)
+        members = own.read(source, span)
         for name, value in members.items():  # cheap header checks; payload bytes are sha256's job
-            if name.endswith(".npy") and value[:6] != b"\x93NUMPY":
+            if name.endswith(".npy") and value[:6] != b"\x93NUMPY" and bytes(value[:4]) != ZSTD_MAGIC:
                 raise ValueError(f"{name} is not an .npy payload")
             if name == "meta.json":
                 json.loads(bytes(value))
@@ -75,14 +119,14 @@ def read_span(
             f"run `pvit-pipeline verify` on its source and rebuild it"
         ) from None
     finally:
-        if files is None:
-            handle.close()
+        if readers is None:
+            own.close()
 
 
-def load_sample(source: SourceData, table: SplitTable, row: int, files: dict | None = None) -> dict:
+def load_sample(source: SourceData, table: SplitTable, row: int, readers: SpanReaders | None = None) -> dict:
     """The decoded sample of `table`'s row `row`; its meta.json must carry the manifest's label and mask (the
     plan and the head size come from the manifest, the targets from meta.json: they may not disagree)."""
-    sample = with_proposals(decode_sample(str(table.key[row]), read_span(source, table, row, files),
+    sample = with_proposals(decode_sample(str(table.key[row]), read_span(source, table, row, readers),
                                           decode_video_fast))  # fmt: skip
     meta = sample["meta"]
     label = -1 if meta.get("label") is None else meta["label"]
@@ -220,7 +264,7 @@ class MixedBatches(IterableDataset):
         super().__init__()
         self.streams, self.start, self.stop, self.geometry = streams, start, stop, geometry
         self.seed = seed
-        self.files: dict = {}
+        self.readers = SpanReaders()
 
     def __iter__(self):
         info = get_worker_info()
@@ -234,6 +278,8 @@ class MixedBatches(IterableDataset):
         out: dict = {"step": step}
         for stream_id, stream in enumerate(self.streams):
             epoch, sources, rows, places = stream.rows(step)
+            self.readers.prefetch([(stream.sources[int(s)], span_of(stream.tables[int(s)], int(r)))
+                                   for s, r in zip(sources, rows, strict=True)])  # fmt: skip
             items = []
             for source, row, place in zip(sources, rows, places, strict=True):
                 rng = _rng(self.seed, stream_id, epoch, stream.rank, int(place), 7)
@@ -255,7 +301,7 @@ class MixedBatches(IterableDataset):
 
     def load(self, stream: StreamSpec, source: int, row: int) -> dict:
         table, data = stream.tables[source], stream.sources[source]
-        return load_sample(data, table, row, self.files)
+        return load_sample(data, table, row, self.readers)
 
 
 class EvalBatches(IterableDataset):
@@ -287,7 +333,7 @@ class EvalBatches(IterableDataset):
         self.rank, self.world = rank, world
         self.batch_size = 1 if full_frame else batch_size
         self.geometry, self.views, self.full_frame = geometry, 1 if full_frame else views, full_frame
-        self.files: dict = {}
+        self.readers = SpanReaders()
         total = len(self.table)
         self.per_rank = -(-total // world)
         self.positions = np.arange(rank * self.per_rank, (rank + 1) * self.per_rank)
@@ -305,8 +351,9 @@ class EvalBatches(IterableDataset):
     def batch(self, index: int) -> dict:
         span = slice(index * self.batch_size, (index + 1) * self.batch_size)
         items, groups, metas = [], [], []
+        self.readers.prefetch([(self.source, span_of(self.table, int(row))) for row in self.rows[span]])
         for row in self.rows[span]:
-            sample = load_sample(self.source, self.table, int(row), self.files)
+            sample = load_sample(self.source, self.table, int(row), self.readers)
             meta = sample["meta"]
             groups.append(str(meta.get("view_group", meta.get("id", row))))
             metas.append(meta)

@@ -29,6 +29,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from pipeline.fileio import OneLineParser, atomic_write_text, first_line
+from pipeline.storage import is_url
 
 RECIPES = Path(__file__).resolve().parent / "recipes"
 TOY_RECIPE = RECIPES / "toy_procedural.yaml"
@@ -269,7 +270,8 @@ def parse_args(argv: list[str]) -> Plan:
     recipe = Path(args.recipe) if args.recipe else shown(base_recipe(args.scale, args.real))
     if not recipe.is_file():
         raise ExperimentError(f"--recipe {recipe}: no such file")
-    if not args.dry_run and not Path(args.shards).is_dir():
+    # A URL is checked by the first run's trainer (it needs that run's --storage-option flags, after `--`).
+    if not args.dry_run and not is_url(args.shards) and not Path(args.shards).is_dir():
         raise ExperimentError(f"--shards {args.shards}: no such directory (build the shards first)")
     suffix = f"-{args.loss_weights}" if args.loss_weights else ""  # another rule, another directory
     out = Path(args.out) if args.out else Path("runs") / "experiments" / f"{args.table}-{args.scale}{suffix}"

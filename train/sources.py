@@ -1,8 +1,9 @@
 """Opening built sources for training, and refusing, before any step runs, shards that disagree.
 
 A source is `<shards>/<name>/` with `build.json` (the commit marker of a finished build) and
-`manifest.parquet`. Everything the trainer knows about a source (its geometry and label spaces, shard
-list, per-sample byte spans, masks and labels) comes from those two files, never from reading samples.
+`manifest.parquet`, in a local directory or under a URL (`s3://bucket/prefix`: `pipeline.storage`).
+Everything the trainer knows about a source (its geometry and label spaces, shard list, per-sample byte
+spans, masks and labels) comes from those two files, never from reading samples.
 """
 
 from __future__ import annotations
@@ -15,7 +16,10 @@ import numpy as np
 from pipeline.config import BuildConfig
 from pipeline.manifest import BUILD_JSON, BuildDirError, BuildInfo, read_build, read_manifest
 from pipeline.schema import TASK_BIT
+from pipeline.shardcache import CacheError
 from pipeline.shards import file_sha256, span_problem
+from pipeline.spans import ReadSettings, SpanReader
+from pipeline.storage import Store, open_store
 from train.plan import view_matrix
 
 
@@ -47,15 +51,20 @@ class SplitTable:
 @dataclass
 class SourceData:
     name: str
-    directory: Path
+    directory: Store  # <shards>/<name>: a local directory or a prefix of an object store
     config_hash: str
     config: BuildConfig  # build.json "config": frames, size, label_stride, codec, max_objects, ...
     tasks: tuple[str, ...]  # the tasks the adapter provides
-    shards: list[str]  # absolute tar paths, in build.json order
+    shards: list[str]  # tar paths (or URLs), in build.json order
     splits: dict[str, SplitTable]
     segm_space: str | None  # build.json segm_space: its samples' segm label space (None: no segm)
     box_space: str | None  # build.json box_space (None: no boxes)
     build_shards: list[dict] = field(default_factory=list)  # build.json "shards": name, bytes, sha256, ...
+    settings: ReadSettings = field(default_factory=ReadSettings)  # storage options and the local shard cache
+
+    def reader(self) -> SpanReader:
+        """A reader of this source's sample spans for the calling process (handles, a remote filesystem)."""
+        return SpanReader(self.directory, self.build_shards, self.settings.cache())
 
     def split(self, name: str) -> SplitTable:
         if name not in self.splits or len(self.splits[name]) == 0:
@@ -64,9 +73,13 @@ class SourceData:
         return self.splits[name]
 
 
-def open_source(shards_dir: str | Path, name: str) -> SourceData:
-    """Read build.json and the manifest of `<shards_dir>/<name>` and check they agree with each other."""
-    directory = Path(shards_dir) / name
+def open_source(shards_dir: str | Path, name: str, settings: ReadSettings | None = None) -> SourceData:
+    """Read build.json and the manifest of `<shards_dir>/<name>` and check they agree with each other.
+
+    `shards_dir` is a directory or a URL; `settings` hold its storage options and the local shard cache.
+    """
+    settings = settings or ReadSettings()
+    directory = open_store(shards_dir, settings.storage_options).child(name)
     try:
         build = read_build(directory)
         table = read_manifest(directory).to_pydict()
@@ -75,10 +88,10 @@ def open_source(shards_dir: str | Path, name: str) -> SourceData:
     try:
         info = BuildInfo.from_json(build)
     except ValueError as error:  # an older or hand-edited build.json: one line, saying to rebuild
-        raise ShardMismatch(f"source {name}: {directory / BUILD_JSON}: {error}") from None
-    shards = [str(directory / shard["name"]) for shard in info.shards]
-    _check_shards(name, info, table, shards)
-    index = {Path(path).name: i for i, path in enumerate(shards)}
+        raise ShardMismatch(f"source {name}: {directory.where(BUILD_JSON)}: {error}") from None
+    shards = [directory.where(shard["name"]) for shard in info.shards]
+    _check_shards(name, info, table, directory)
+    index = {shard["name"]: i for i, shard in enumerate(info.shards)}
     ok = [i for i, status in enumerate(table["status"]) if status == "ok"]
     splits: dict[str, SplitTable] = {}
     for split in sorted({table["split"][i] for i in ok}):
@@ -106,10 +119,11 @@ def open_source(shards_dir: str | Path, name: str) -> SourceData:
         segm_space=info.segm_space,
         box_space=info.box_space,
         build_shards=list(info.shards),
+        settings=settings,
     )
 
 
-def _check_shards(name: str, build: BuildInfo, table: dict, shards: list[str]) -> None:
+def _check_shards(name: str, build: BuildInfo, table: dict, directory: Store) -> None:
     want = build.config_hash
     hashes = {h for h, status in zip(table["config_hash"], table["status"], strict=True) if status == "ok"}
     if hashes - {want}:
@@ -117,7 +131,7 @@ def _check_shards(name: str, build: BuildInfo, table: dict, shards: list[str]) -
             f"source {name}: manifest rows carry config hash(es) {', '.join(sorted(hashes - {want}))} but "
             f"build.json says {want}: shards from different builds are mixed; rebuild the source"
         )
-    listed = {Path(path).name: shard["samples"] for path, shard in zip(shards, build.shards, strict=True)}
+    listed = {shard["name"]: shard["samples"] for shard in build.shards}
     counted: dict[str, int] = {}
     for shard, status in zip(table["shard"], table["status"], strict=True):
         if status == "ok":
@@ -134,15 +148,16 @@ def _check_shards(name: str, build: BuildInfo, table: dict, shards: list[str]) -
             f"source {name}: manifest names shard(s) not in build.json: {', '.join(unlisted)}"
         )
     _check_spans(name, build, table)
-    missing = [path for path in shards if not Path(path).is_file()]
+    sizes = directory.listing()  # one request (a directory scan) for every shard's size
+    missing = [directory.where(shard["name"]) for shard in build.shards if shard["name"] not in sizes]
     if missing:
         raise ShardMismatch(f"source {name}: shard file(s) missing: {', '.join(missing[:3])}")
-    for path, shard in zip(shards, build.shards, strict=True):
-        size = Path(path).stat().st_size
+    for shard in build.shards:
+        size = sizes[shard["name"]]
         if size != shard["bytes"]:
             raise ShardMismatch(
-                f"source {name}: {path} is {size} bytes but build.json says {shard['bytes']} "
-                f"(truncated, or a tar from another build); rebuild the source"
+                f"source {name}: {directory.where(shard['name'])} is {size} bytes but build.json says "
+                f"{shard['bytes']} (truncated, or a tar from another build); rebuild the source"
             )
 
 
@@ -187,12 +202,27 @@ def verify_shards(sources: list[SourceData], mode: str, limit: int) -> str | Non
             f"--verify-shards on hashes them, `pvit-pipeline verify DIR` checks one source"
         )
     for source, path, entry in listed:
-        if file_sha256(Path(path)) != entry["sha256"]:
+        if shard_sha256(source, entry) != entry["sha256"]:
             raise ShardMismatch(
                 f"source {source.name}: {path} differs from build.json's sha256 (its bytes changed); "
                 f"run `pvit-pipeline verify {source.directory}` and rebuild the source"
             )
     return None
+
+
+def shard_sha256(source: SourceData, entry: dict) -> str:
+    """The sha256 of a shard's bytes: a local file hashed in place, a remote one streamed, or, with a shard
+    cache, filled into the cache (which checks it: the download then serves training too)."""
+    if source.directory.local:
+        return file_sha256(Path(source.directory.where(entry["name"])))
+    cache = source.settings.cache()
+    if cache is None:
+        return source.directory.sha256(entry["name"])
+    try:
+        cache.open(source.directory, entry).close()
+    except CacheError:
+        return "differs"
+    return entry["sha256"]
 
 
 def check_compatible(

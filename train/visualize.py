@@ -25,6 +25,8 @@ from PIL import Image
 from pipeline import show
 from pipeline.fileio import OneLineParser, first_line
 from pipeline.schema import SEGM_IGNORE
+from pipeline.spans import ReadSettings
+from pipeline.storage import parse_storage_options
 from train.assemble import Run, geometry_for
 from train.checkpoint import load_model, read_sidecar
 from train.data import EvalBatches, Geometry, to_device
@@ -267,7 +269,9 @@ def figure_at_eval(run: Run, step: int, writer: SummaryWriter | None, count: int
 def build_parser() -> OneLineParser:
     parser = OneLineParser(prog="python -m train.visualize", description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", type=Path, required=True, help="a trainer checkpoint (step_*.pt)")
-    parser.add_argument("--shards", type=Path, required=True, help="directory holding <source>/build.json")
+    parser.add_argument("--shards", required=True, help="directory or URL holding <source>/build.json")
+    parser.add_argument("--storage-option", action="append", default=[], metavar="KEY=VALUE",
+                        help="fsspec option of a URL --shards (repeatable)")  # fmt: skip
     parser.add_argument("--source", required=True, help="the source whose val clips to draw (e.g. ssv2)")
     parser.add_argument("--count", type=int, default=4, help="clips (rows), default 4")
     parser.add_argument("--frame", type=int, help="frame index to draw (default: the middle one)")
@@ -287,7 +291,8 @@ def main(argv: list[str] | None = None) -> Path:
     cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
     device = torch.device("cuda" if cuda else "cpu")
     geometry = geometry_for(cfg, model.cfg.label_stride, model.cfg.num_box_slots)
-    batch = eval_batch(open_source(args.shards, args.source), geometry, args.count)
+    settings = ReadSettings(parse_storage_options(args.storage_option))
+    batch = eval_batch(open_source(args.shards, args.source, settings), geometry, args.count)
     frames = int(batch["video"].shape[1])
     if args.frame is not None and not 0 <= args.frame < frames:
         raise VisualizeError(f"--frame {args.frame}: the clips have frames 0..{frames - 1}")

@@ -103,6 +103,7 @@ NOT_DEFAULT = {
     "train_views": ("3", 3),
     "codec": ("jpeg", "jpeg"),
     "jpeg_quality": ("80", 80),
+    "label_codec": ("raw", "raw"),
     "max_objects": ("4", 4),
     "seed": ("7", 7),
     "options": ("b=2", (("b", "2"),)),

@@ -9,6 +9,7 @@ import pytest
 
 from pipeline.reader import decode_sample
 from pipeline.schema import (
+    DENSE_MEMBERS,
     KINECT_FLIP,
     KINECT_JOINTS,
     MEMBER_SPECS,
@@ -20,7 +21,7 @@ from pipeline.schema import (
     tasks_of,
     validate_sample,
 )
-from pipeline.shards import decode_npy, encode_members, encode_npy
+from pipeline.shards import ZSTD_MAGIC, Codecs, decode_npy, encode_members, encode_npy
 
 T, H, W, LH, LW, P = 3, 8, 8, 4, 4, 2  # frames, frame size, label size, AVA persons
 
@@ -70,15 +71,17 @@ def example_meta(tasks: list[str]) -> dict:
     }
 
 
-@pytest.mark.parametrize("codec", ["npy", "jpeg"])
-def test_every_member_round_trips_with_dtype_shape_and_values(codec: str) -> None:
+@pytest.mark.parametrize("codec, label_codec", [("npy", "raw"), ("jpeg", "raw"), ("npy", "zstd")])
+def test_every_member_round_trips_with_dtype_shape_and_values(codec: str, label_codec: str) -> None:
     rng = np.random.default_rng(0)
     arrays = example_arrays(rng)
     assert set(arrays) == set(MEMBER_SPECS), "the example must cover every member the schema defines"
     video = rng.integers(0, 256, (T, H, W, 3), dtype=np.uint8)
     meta = example_meta(list(TASKS))
     validate_sample(meta, arrays, video.shape)
-    members = encode_members(meta, video, arrays, codec=codec, jpeg_quality=95)
+    members = encode_members(meta, video, arrays, Codecs(codec, 95, label_codec))
+    compressed = {name for name, data in members.items() if data[:4] == ZSTD_MAGIC}
+    assert compressed == (set(DENSE_MEMBERS) if label_codec == "zstd" else set())
     decoded = decode_sample("k", members)
     assert decoded["meta"] == meta
     for name, array in arrays.items():

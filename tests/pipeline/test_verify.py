@@ -80,7 +80,7 @@ def edit_manifest(source_dir: Path, edit) -> list[dict]:
     """Apply `edit(rows)` to the manifest's rows and write it back (the tars and build.json unchanged)."""
     rows = read_manifest(source_dir).to_pylist()
     edit(rows)
-    write_manifest(source_dir / "manifest.parquet", rows)
+    write_manifest(source_dir, rows)
     return rows
 
 

@@ -67,7 +67,7 @@ def first_row(source_dir: Path) -> dict:
 def edit_rows(source_dir: Path, edit: Callable[[list[dict]], None]) -> None:
     rows = read_manifest(source_dir).to_pylist()
     edit(rows)
-    write_manifest(source_dir / "manifest.parquet", rows)
+    write_manifest(source_dir, rows)
 
 
 def rewrite_header(source_dir: Path, change: Callable[[bytearray], None], fix_checksum: bool) -> None:
