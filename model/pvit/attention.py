@@ -201,7 +201,7 @@ def _flex(
     flex: Callable[..., torch.Tensor] = flex_attention
     if q.is_cuda and not torch.compiler.is_compiling():
         flex = _compiled_flex_attention()
-    q, k, v = _to_compute_dtype(q, k, v)  # torch 2.11's flex has no autocast rule of its own
+    q, k, v = _to_compute_dtype(q, k, v)  # older torch has no autocast rule for flex_attention
     if terms is None:
         return flex(q, k, v, scale=scale)
     # The terms are indexed in their 6-D (B, heads, qt, qh, qw, k) shape: flattening a permuted einsum

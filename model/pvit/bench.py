@@ -28,7 +28,9 @@ import argparse
 import contextlib
 import json
 import math
+import signal
 import statistics
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -222,6 +224,14 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         default=",".join(DEFAULT_CASES),
         help=f"comma-separated subset of {','.join(CASES)} (plain always runs)",
     )
+    parser.add_argument(
+        "--budget",
+        type=float,
+        default=0.0,
+        help="seconds: warm-ups (compilation) after the first case stop this long after the start: a case "
+        "not begun is skipped, one running is interrupted; 0 = no limit. Cases warm up in --cases order, so "
+        "under a script's time limit the first ones are still timed",
+    )
     parser.add_argument("--profile", action="store_true", help="profile the plain case: top kernels by time")
     parser.add_argument("--profile-steps", type=int, default=3)
     parser.add_argument("--json", default="", help="also write the rows and settings to this JSON file")
@@ -242,13 +252,13 @@ def _defaults(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None
     args.warmup = args.warmup if args.warmup is not None else (2 if args.compile else 1)
     if min(args.batch, args.frames, args.size, args.repeats, args.profile_steps) < 1 or args.peak_tflops < 0:
         parser.error("--batch, --frames, --size, --repeats, --profile-steps >= 1 and --peak-tflops >= 0")
-    if args.warmup < 0:
-        parser.error("--warmup must be >= 0")
+    if args.warmup < 0 or args.budget < 0:
+        parser.error("--warmup and --budget must be >= 0")
     chosen = [c.strip() for c in args.cases.split(",") if c.strip()]
     unknown = sorted(set(chosen) - set(CASES))
     if unknown:
         parser.error(f"--cases: unknown {unknown}; choose from {', '.join(CASES)}")
-    args.cases = ["plain", *(c for c in CASES if c in chosen and c != "plain")]
+    args.cases = ["plain", *dict.fromkeys(c for c in chosen if c != "plain")]  # in the order given
     try:
         get_config(args.preset)
     except ValueError as error:
@@ -290,25 +300,27 @@ def _cases(args: argparse.Namespace, device: torch.device) -> list[Case]:
     wrap = torch.compile if args.compile else (lambda m: m)
     plain = build("plain")
     cases = [Case("plain", plain, True, wrap(plain.backbone))]
-    for key in (c for c in args.cases if c in PLAIN_VARIANTS):
-        name, overrides = PLAIN_VARIANTS[key]
-        variant = build("plain", **overrides)
-        variant.load_state_dict(plain.state_dict())
-        cases.append(Case(name, variant, True, wrap(variant.backbone)))
-    if {"pvit", "full"} & set(args.cases):
-        pvit_model = build("pvit")
-        n = pvit_model.cfg.num_prompts
-        if "pvit" in args.cases:
-            name = f"pvit backbone ({n} prompts, action loss)"
-            cases.append(Case(name, pvit_model, True, wrap(pvit_model.backbone)))
-        if "full" in args.cases:
-            name = f"pvit full ({n} prompts + heads + all losses)"
-            cases.append(Case(name, pvit_model, False, wrap(pvit_model)))
-    if "tv" in args.cases:
-        torch.manual_seed(0)
-        tv = _torchvision_mvit(plain.cfg, args.frames, args.size).to(device).train()
-        label = "mvit_v2_s" if args.preset == "mvit_v2_s" else f"MViT ({args.preset} settings)"
-        cases.append(Case(f"torchvision {label}", tv, True, wrap(tv)))
+    pvit_model: PViT | None = None
+    for key in args.cases[1:]:
+        if key in PLAIN_VARIANTS:
+            name, overrides = PLAIN_VARIANTS[key]
+            variant = build("plain", **overrides)
+            variant.load_state_dict(plain.state_dict())
+            cases.append(Case(name, variant, True, wrap(variant.backbone)))
+        elif key in ("pvit", "full"):
+            pvit_model = pvit_model or build("pvit")
+            n = pvit_model.cfg.num_prompts
+            if key == "pvit":
+                name = f"pvit backbone ({n} prompts, action loss)"
+                cases.append(Case(name, pvit_model, True, wrap(pvit_model.backbone)))
+            else:
+                name = f"pvit full ({n} prompts + heads + all losses)"
+                cases.append(Case(name, pvit_model, False, wrap(pvit_model)))
+        else:  # tv
+            torch.manual_seed(0)
+            tv = _torchvision_mvit(plain.cfg, args.frames, args.size).to(device).train()
+            label = "mvit_v2_s" if args.preset == "mvit_v2_s" else f"MViT ({args.preset} settings)"
+            cases.append(Case(f"torchvision {label}", tv, True, wrap(tv)))
     return cases
 
 
@@ -321,25 +333,68 @@ def _inputs(args: argparse.Namespace, batch: int, cfg: PViTConfig, device: torch
     return video.to(device), {k: v.to(device) for k, v in targets.items()}
 
 
+class _BudgetExceeded(BaseException):
+    """Raised by SIGALRM into a warm-up that runs past --budget (a BaseException, so that no ``except
+    Exception`` inside the compiler swallows it)."""
+
+
+@contextlib.contextmanager
+def _alarm(seconds: float) -> Iterator[None]:
+    """Interrupt the enclosed code in the main thread with ``_BudgetExceeded`` after ``seconds`` (if finite
+    and SIGALRM exists): a compilation that would outlast the script's time limit is cut short."""
+    usable = hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
+    if math.isinf(seconds) or not usable:
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise _BudgetExceeded
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    signal.setitimer(signal.ITIMER_REAL, max(seconds, 1e-3))
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _warm_case(first: bool, run: Callable[[], float], steps: int, deadline: float) -> str | None:
+    """Warm one case up; returns why it was dropped, or None. The first case (the baseline) always runs."""
+    remaining = math.inf if first else deadline - time.perf_counter()
+    if remaining <= 0:
+        return "skipped: not warmed up within --budget"
+    try:
+        with _alarm(remaining):
+            for _ in range(max(steps, 1)):
+                run()
+    except _BudgetExceeded:
+        return "interrupted: warm-up (compilation) ran past --budget"
+    except torch.OutOfMemoryError:
+        raise
+    except Exception as error:  # one formulation this torch cannot run must not end the whole bench
+        if first:
+            raise
+        return f"{type(error).__name__}: {str(error).strip().splitlines()[0][:300]}"
+    return None
+
+
 def _warm_up(
-    cases: list[Case], video: torch.Tensor, targets: dict, loss_fn: MultiTaskLoss, autocast, steps: int
-) -> tuple[list[Case], dict[str, float], dict[str, str]]:
-    """Each case's untimed first steps (at least one: the batch must fit). Returns the cases that ran, their
-    warm-up seconds (compilation included) and the failures; running out of memory propagates."""
+    cases: list[Case], video: torch.Tensor, targets: dict, loss_fn: MultiTaskLoss, autocast, steps: int,
+    deadline: float,
+) -> tuple[list[Case], dict[str, float], dict[str, str]]:  # fmt: skip
+    """Each case's untimed first steps (at least one: the batch must fit), in order. Returns the cases that
+    ran, their warm-up seconds (compilation included) and the others' reasons; running out of memory
+    propagates. Past ``deadline`` (``time.perf_counter()``) no case begins, a running one is interrupted."""
     kept, seconds, failed = [], {}, {}
     for case in cases:
         start = time.perf_counter()
-        try:
-            for _ in range(max(steps, 1)):
-                _step(case, video, targets, loss_fn, autocast)
-        except torch.OutOfMemoryError:
-            raise
-        except Exception as error:  # one formulation this torch cannot run must not end the whole bench
-            if case is cases[0]:
-                raise
+        run = partial(_step, case, video, targets, loss_fn, autocast)
+        why = _warm_case(case is cases[0], run, steps, deadline)
+        if why is not None:
             case.model.zero_grad(set_to_none=True)
-            failed[case.name] = f"{type(error).__name__}: {str(error).strip().splitlines()[0][:300]}"
-            print(f"case {case.name!r} failed and is dropped: {failed[case.name]}", flush=True)
+            failed[case.name] = why
+            print(f"case {case.name!r} dropped: {why}", flush=True)
             continue
         seconds[case.name] = time.perf_counter() - start
         print(f"warm-up {case.name}: {seconds[case.name]:.1f} s", flush=True)
@@ -350,10 +405,11 @@ def _warm_up(
 def _fit_batch(args, cases: list[Case], cfg: PViTConfig, device, loss_fn, autocast):
     """Warm every case up at the requested batch, halved on CUDA until all of them run a step."""
     batch = args.batch
+    deadline = time.perf_counter() + (args.budget or math.inf)
     while True:
         video, targets = _inputs(args, batch, cfg, device)
         try:
-            return batch, *_warm_up(cases, video, targets, loss_fn, autocast, args.warmup)
+            return batch, *_warm_up(cases, video, targets, loss_fn, autocast, args.warmup, deadline)
         except torch.OutOfMemoryError:
             if batch == 1:
                 raise

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 import torch
-from pvit.bench import conv_backward_flop, main
+from pvit.bench import _warm_case, conv_backward_flop, main
 from torch.utils.flop_counter import FlopCounterMode
 
 TINY = ["--preset", "tiny", "--frames", "4", "--size", "32", "--batch", "2", "--repeats", "1", "--no-params"]
@@ -60,6 +61,23 @@ def test_bench_cases_subset_and_json(tmp_path) -> None:
         main([*TINY, "--cases", "plain,nope"])
 
 
+def test_bench_budget_skips_cases_not_yet_warmed_up(tmp_path) -> None:
+    """Past --budget no further case is warmed up (compiled); plain always runs, in the order given."""
+    rows = main([*TINY, "--cases", "tv,plain,ckpt", "--budget", "1e-9", "--json", str(tmp_path / "b.json")])
+    assert [r["name"] for r in rows] == ["plain"]
+    failed = json.loads((tmp_path / "b.json").read_text())["failed"]
+    assert list(failed) == ["torchvision MViT (tiny settings)", "plain, activation checkpointing"]
+    assert all("--budget" in why for why in failed.values())
+
+
+def test_warm_up_running_past_the_budget_is_interrupted() -> None:
+    """A compilation that would outlast --budget is cut short (SIGALRM); the baseline never is."""
+    started = time.perf_counter()
+    why = _warm_case(False, lambda: time.sleep(30) or 0.0, steps=1, deadline=started + 0.2)
+    assert why is not None and why.startswith("interrupted") and time.perf_counter() - started < 5
+    assert _warm_case(True, lambda: 0.0, steps=1, deadline=started) is None
+
+
 def test_bench_refuses_cuda_without_a_device(capsys: pytest.CaptureFixture[str]) -> None:
     if torch.cuda.is_available():
         pytest.skip("a CUDA device is present")
@@ -91,12 +109,12 @@ def test_bench_compiles_on_cpu() -> None:
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_bench_runs_on_cuda_in_bf16(capsys: pytest.CaptureFixture[str]) -> None:
-    """Every case on CUDA, with peak memory (checkpointing needs less) and a kernel profile."""
-    cases = "plain,explicit,sdpa,folded,flex,conv,channels_last,shifts,ckpt,pvit,full,tv"
+    """Every case on CUDA (flex is test_attention's), peak memory (checkpointing needs less), a profile."""
+    cases = "plain,explicit,sdpa,folded,conv,channels_last,shifts,ckpt,pvit,full,tv"
     # batch 8 at 64²: activations, not the tiny model's parameters, dominate the peak
     rows = main([*TINY, "--size", "64", "--batch", "8", "--device", "cuda", "--dtype", "bf16",
                  "--peak-tflops", "989", "--cases", cases, "--profile"])  # fmt: skip
-    assert len(rows) == 12 and all(0 < r["mfu"] < 1 and r["peak_gib"] > 0 for r in rows)
+    assert len(rows) == 11 and all(0 < r["mfu"] < 1 and r["peak_gib"] > 0 for r in rows)
     peak = {r["name"]: r["peak_gib"] for r in rows}
     assert peak["plain, activation checkpointing"] < peak["plain"]
     assert "CUDA kernels" in capsys.readouterr().out
