@@ -18,6 +18,7 @@ size), and torchvision's own rel-pos interpolation resizes the tables, so one mo
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -60,6 +61,23 @@ def block_settings(cfg: PViTConfig) -> list[tvm.MSBlockConfig]:
             )
         dim *= 2
     return settings
+
+
+def mvit_kwargs(cfg: PViTConfig) -> dict[str, Any]:
+    """torchvision ``MViT`` keyword arguments of ``cfg``'s MViTv2 (``mvit_v2_s``'s fixed settings) built at
+    its construction size; ``MViT(**mvit_kwargs(cfg))`` is torchvision's own model of the same shapes."""
+    return {
+        "spatial_size": (cfg.img_size, cfg.img_size),
+        "temporal_size": cfg.num_frames,
+        "block_setting": block_settings(cfg),
+        "residual_pool": True,
+        "residual_with_cls_embed": False,
+        "rel_pos_embed": True,
+        "proj_after_attn": True,
+        "dropout": cfg.head_dropout,
+        "stochastic_depth_prob": cfg.drop_path,
+        "num_classes": cfg.num_classes,
+    }
 
 
 def _attention(
@@ -121,27 +139,14 @@ class PromptMViT(tvm.MViT):
     """
 
     def __init__(self, cfg: PViTConfig, num_prompts: int = 0) -> None:
-        settings = block_settings(cfg)
-        super().__init__(
-            spatial_size=(cfg.img_size, cfg.img_size),
-            temporal_size=cfg.num_frames,
-            block_setting=settings,
-            residual_pool=True,
-            residual_with_cls_embed=False,
-            rel_pos_embed=True,
-            proj_after_attn=True,
-            dropout=cfg.head_dropout,
-            stochastic_depth_prob=cfg.drop_path,
-            num_classes=cfg.num_classes,
-            block=PrefixBlock,
-        )
+        super().__init__(**mvit_kwargs(cfg), block=PrefixBlock)
         self.num_prompts = num_prompts
         # Formulations (pvit.attention, pvit.pooling; "auto" resolves per input device) and checkpointing:
         # plain attributes, so benches and tests can flip them on a built model.
         self.attention = cfg.attention
         self.pool_impl = cfg.pool_impl
         self.grad_checkpointing = cfg.act_checkpoint
-        self.block_channels = [setting.output_channels for setting in settings]
+        self.block_channels = [setting.output_channels for setting in block_settings(cfg)]
         self.prompt_tokens: nn.Parameter | None = None
         if num_prompts > 0:
             self.prompt_tokens = nn.Parameter(torch.zeros(1, num_prompts, cfg.embed_dim))

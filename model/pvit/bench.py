@@ -43,7 +43,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from torchvision.models.video import mvit as tvm
 
 from .attention import resolve_attention
-from .backbone import block_settings
+from .backbone import mvit_kwargs
 from .config import ATTENTION, POOLING, PViTConfig, get_config
 from .losses import MultiTaskLoss
 from .model import PViT, build_model
@@ -268,18 +268,8 @@ def _defaults(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None
 def _torchvision_mvit(cfg: PViTConfig, frames: int, size: int) -> torch.nn.Module:
     """torchvision's own ``MViT`` with the preset's block settings, built for the run's clip size (its
     forward uses the construction-time grid); for the ``mvit_v2_s`` preset this is ``mvit_v2_s``."""
-    return tvm.MViT(
-        spatial_size=(size, size),
-        temporal_size=frames,
-        block_setting=block_settings(cfg),
-        residual_pool=True,
-        residual_with_cls_embed=False,
-        rel_pos_embed=True,
-        proj_after_attn=True,
-        dropout=cfg.head_dropout,
-        stochastic_depth_prob=cfg.drop_path,
-        num_classes=NUM_CLASSES,
-    )
+    run_size = {"spatial_size": (size, size), "temporal_size": frames, "num_classes": NUM_CLASSES}
+    return tvm.MViT(**{**mvit_kwargs(cfg), **run_size})
 
 
 def _cases(args: argparse.Namespace, device: torch.device) -> list[Case]:
