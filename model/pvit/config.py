@@ -11,7 +11,10 @@ MODES: tuple[str, ...] = ("pvit", "mt", "vpt", "np", "plain")
 PROMPT_MODES: tuple[str, ...] = ("pvit", "vpt", "np")  # modes whose sequence carries task prompts
 REAL_PROMPT_TASKS: tuple[str, ...] = ("boxes",)  # real-stream labels that may get their own prompt (§A.2)
 REAL_PREFIX = "real_"  # a real task's prediction keys: boxes -> real_boxes, boxes_cls -> real_boxes_cls
-ATTENTION: tuple[str, ...] = ("fused", "explicit")
+# Attention formulations (pvit.attention): auto = folded on CUDA, sdpa elsewhere (see resolve_attention).
+ATTENTION: tuple[str, ...] = ("auto", "sdpa", "folded", "flex", "explicit")
+# q/k/v pooling formulations (pvit.pooling): auto = channels_last on CUDA, conv elsewhere (resolve_pool).
+POOLING: tuple[str, ...] = ("auto", "conv", "channels_last", "shifts")
 # The paper's named task subsets (Fig. 4, Table 4c).
 TASK_SUBSETS: dict[str, tuple[str, ...]] = {
     "S1": ("boxes", "segm", "depth"),
@@ -50,8 +53,15 @@ class PViTConfig:
     kv_stride: int = 8  # spatial k/v pool stride in stage 1, divided by each q-pool (MViTv2 adaptive kv)
     drop_path: float = 0.2  # stochastic depth of the last block, linear from 0 over blocks
     head_dropout: float = 0.5  # dropout before the action classifier (torchvision's head[0])
-    attention: str = "fused"  # one of ATTENTION: fused = SDPA, the rel-pos bias passed as its mask;
-    #                           explicit = torchvision's matmul, add, softmax, matmul; same weights
+    attention: str = "auto"  # one of ATTENTION (same weights, a run-time switch): sdpa = SDPA with the
+    #                          rel-pos bias as its mask; folded = the bias folded into q and k as extra
+    #                          channels, one mask-free SDPA; flex = FlexAttention adding the bias in
+    #                          score_mod (no CPU backward); explicit = torchvision's matmul, softmax, matmul
+    pool_impl: str = "auto"  # one of POOLING, how the 3x3x3 depthwise q/k/v pooling runs (same weights):
+    #                          conv = nn.Conv3d on a contiguous copy; channels_last = on the tokens'
+    #                          own channels-last layout (cuDNN on CUDA); shifts = 27 shifted multiply-adds
+    act_checkpoint: bool = False  # recompute each block's activations in backward (timm's
+    #                               set_grad_checkpointing, PySlowFast MODEL.ACT_CHECKPOINT)
     num_classes: int = 400  # action classes of the real (downstream) task
 
     # --- prompts and task heads ---
@@ -88,6 +98,8 @@ class PViTConfig:
             raise ValueError(f"mode {self.mode!r} not in {MODES}")
         if self.attention not in ATTENTION:
             raise ValueError(f"attention {self.attention!r} not in {ATTENTION}")
+        if self.pool_impl not in POOLING:
+            raise ValueError(f"pool_impl {self.pool_impl!r} not in {POOLING}")
         synthetic = task_names(*SYNTHETIC_KINDS)  # the task table's (pvit.tasks.TASK_SPECS)
         unknown = set(self.tasks) - set(synthetic)
         if unknown:
@@ -203,6 +215,7 @@ def get_config(preset: str = "tiny", **overrides: Any) -> PViTConfig:
 __all__ = [
     "ATTENTION",
     "MODES",
+    "POOLING",
     "PRESETS",
     "PROMPT_MODES",
     "REAL_PREFIX",

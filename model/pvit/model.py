@@ -82,6 +82,12 @@ class PViT(nn.Module):
         )
         return factory(ctx)
 
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Activation checkpointing per backbone block (timm's method; ``PViTConfig.act_checkpoint`` sets it
+        at construction): each block's activations are recomputed in backward instead of kept, which trades
+        about one extra forward of the encoder for most of its activation memory. Heads are not recomputed."""
+        self.backbone.set_grad_checkpointing(enable)
+
     def train(self, mode: bool = True) -> PViT:
         super().train(mode)
         if self.cfg.frozen:

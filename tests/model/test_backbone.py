@@ -129,12 +129,13 @@ def test_prompts_change_cls_but_not_the_pool_structure() -> None:
     assert not torch.allclose(a.cls, b.cls)  # prompts take part in attention
 
 
-def _run_both(cfg: pvit.PViTConfig, prompts: int, x: torch.Tensor) -> dict[str, tuple]:
-    """Output and parameter gradients of one model (same weights) through each attention path."""
+def _run_paths(cfg: pvit.PViTConfig, prompts: int, x: torch.Tensor) -> dict[str, tuple]:
+    """Output and parameter gradients of one model (same weights) through each attention path with a CPU
+    backward."""
     torch.manual_seed(0)
     model = PromptMViT(cfg, prompts).train()
     out = {}
-    for path in ("explicit", "fused"):
+    for path in ("explicit", "sdpa", "folded"):
         model.attention = path
         model.zero_grad(set_to_none=True)
         feats = model.forward_features(x, taps=(1,))
@@ -146,40 +147,47 @@ def _run_both(cfg: pvit.PViTConfig, prompts: int, x: torch.Tensor) -> dict[str, 
 
 
 @pytest.mark.parametrize("prompts", [0, 3])
-def test_fused_attention_matches_explicit_fp32(prompts: int) -> None:
-    """SDPA with the rel-pos bias as a mask = torchvision's explicit attention, outputs and gradients."""
+def test_sdpa_and_folded_attention_match_explicit_mvit_v2_s_fp32(prompts: int) -> None:
+    """SDPA with the rel-pos bias as a mask, and the bias folded into q and k, = torchvision's explicit
+    attention on the mvit_v2_s preset (head_dim 96): outputs and gradients."""
     cfg = pvit.get_config("mvit_v2_s", mode="plain", drop_path=0.0, head_dropout=0.0)
     x = torch.randn(2, 3, 4, 64, 64, generator=torch.Generator().manual_seed(0))
-    both = _run_both(cfg, prompts, x)
-    (y_e, g_e), (y_f, g_f) = both["explicit"], both["fused"]
-    assert (y_f - y_e).abs().max().item() <= 1e-5
+    paths = _run_paths(cfg, prompts, x)
+    y_e, g_e = paths["explicit"]
     assert g_e["blocks.0.attn.rel_pos_t"].abs().max() > 0  # the bias is on the autograd path
     if prompts:
         assert g_e["prompt_tokens"].abs().max() > 0
-    for name, grad in g_e.items():
-        # Gradients span orders of magnitude; the absolute floor covers the k-pool norm biases, whose exact
-        # gradient is 0 (softmax ignores a shift shared by all keys) and which hold only rounding noise.
-        torch.testing.assert_close(g_f[name], grad, rtol=1e-4, atol=1e-5, msg=name)
+    for path in ("sdpa", "folded"):
+        y_f, g_f = paths[path]
+        assert (y_f - y_e).abs().max().item() <= 1e-5, path
+        for name, grad in g_e.items():
+            # Gradients span orders of magnitude; the absolute floor covers the k-pool norm biases, whose
+            # exact gradient is 0 (softmax ignores a shift shared by all keys): only rounding noise.
+            torch.testing.assert_close(g_f[name], grad, rtol=1e-4, atol=1e-5, msg=f"{path} {name}")
 
 
-def test_fused_attention_matches_explicit_bf16() -> None:
-    """Under bf16 autocast the two paths agree to bf16 rounding (2% of the output scale)."""
+@pytest.mark.parametrize("path", ["sdpa", "folded"])
+def test_attention_matches_explicit_bf16(path: str) -> None:
+    """Under bf16 autocast the paths agree with explicit to bf16 rounding (2% of the output scale)."""
     cfg = pvit.get_config("tiny", mode="plain")
     torch.manual_seed(0)
     model = PromptMViT(cfg, 2).eval()
     x = torch.randn(2, 3, 4, 64, 64, generator=torch.Generator().manual_seed(0))
     outs = {}
-    for path in ("explicit", "fused"):
-        model.attention = path
+    for name in ("explicit", path):
+        model.attention = name
         with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-            outs[path] = model.forward_features(x).patches.float()
+            outs[name] = model.forward_features(x).patches.float()
     scale = outs["explicit"].abs().max()
-    assert (outs["fused"] - outs["explicit"]).abs().max() <= 0.02 * scale
+    assert (outs[path] - outs["explicit"]).abs().max() <= 0.02 * scale
 
 
 def test_attention_switch_is_validated_and_keeps_the_state_dict() -> None:
     with pytest.raises(ValueError, match="attention"):
         pvit.get_config("tiny", attention="flash")
-    fused = PromptMViT(pvit.get_config("tiny", mode="plain"), 2).state_dict()
-    explicit = PromptMViT(pvit.get_config("tiny", mode="plain", attention="explicit"), 2).state_dict()
-    assert {k: v.shape for k, v in fused.items()} == {k: v.shape for k, v in explicit.items()}
+    with pytest.raises(ValueError, match="pool_impl"):
+        pvit.get_config("tiny", pool_impl="winograd")
+    auto = PromptMViT(pvit.get_config("tiny", mode="plain"), 2).state_dict()
+    for overrides in ({"attention": "explicit"}, {"attention": "flex"}, {"pool_impl": "shifts"}):
+        other = PromptMViT(pvit.get_config("tiny", mode="plain", **overrides), 2).state_dict()
+        assert {k: v.shape for k, v in auto.items()} == {k: v.shape for k, v in other.items()}

@@ -157,13 +157,15 @@ def test_bf16_autocast_step_is_finite(video: torch.Tensor) -> None:
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
 
 
-def test_bf16_pool_gradients_match_fp32(video: torch.Tensor) -> None:
+@pytest.mark.parametrize("pool_impl", ["conv", "channels_last"])
+def test_bf16_pool_gradients_match_fp32(video: torch.Tensor, pool_impl: str) -> None:
     """oneDNN's bf16 depthwise Conv3d (AMX/AVX512-BF16 CPUs) gets the weight gradient wrong for a
     channels-last input, which a one-head block's pooled q/k/v is unless made contiguous: 80-125% off,
-    now and then 1e10 or inf (the flaky non-finite gradient of the test above)."""
+    now and then 1e10 or inf (the flaky non-finite gradient of the test above). The channels_last
+    formulation must fall back to a contiguous copy on CPU in bf16 for the same reason."""
     grads = {}
     for bf16 in (False, True):
-        model = tiny("pvit").train()
+        model = tiny("pvit", pool_impl=pool_impl).train()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             pvit.MultiTaskLoss()(model(video), make_targets())[0].backward()
         grads[bf16] = {
@@ -174,3 +176,31 @@ def test_bf16_pool_gradients_match_fp32(video: torch.Tensor) -> None:
     assert len(grads[False]) == 3  # the depthwise Conv3d of the q, k and v pools
     for name, exact in grads[False].items():
         assert (grads[True][name] - exact).norm() / exact.norm() < 0.15, name
+
+
+@pytest.mark.parametrize("switch", ["config", "method"])
+def test_activation_checkpointing_gives_the_same_gradients(video: torch.Tensor, switch: str) -> None:
+    """Per-block activation checkpointing (``act_checkpoint=True`` or ``set_grad_checkpointing()``) recomputes
+    every block in backward and gives the same loss and gradients, fp32, with drop-path on (the recompute
+    must replay the same random mask)."""
+    results = []
+    for checkpointed in (False, True):
+        model = tiny("pvit", drop_path=0.5, act_checkpoint=checkpointed and switch == "config").train()
+        if checkpointed and switch == "method":
+            model.set_grad_checkpointing()
+        calls: list[int] = []
+        model.backbone.blocks[0].register_forward_pre_hook(lambda *_, calls=calls: calls.append(1))
+        torch.manual_seed(1)
+        total, _ = pvit.MultiTaskLoss()(model(video), make_targets())
+        total.backward()
+        assert len(calls) == (2 if checkpointed else 1)  # checkpointed: run again in backward
+        results.append(
+            (total.detach(), {n: p.grad for n, p in model.named_parameters() if p.grad is not None})
+        )
+    (loss, grads), (loss_ckpt, grads_ckpt) = results
+    torch.testing.assert_close(loss_ckpt, loss)
+    assert grads_ckpt.keys() == grads.keys()
+    for name, grad in grads.items():
+        torch.testing.assert_close(grads_ckpt[name], grad, msg=name)
+    with torch.no_grad():  # nothing to recompute for: plain forward
+        model(video)
