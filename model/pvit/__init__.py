@@ -39,7 +39,7 @@ head factory, head call, loss, default weight and keys; the model and ``MultiTas
 
 from .backbone import Features, PromptMViT
 from .config import MODES, PRESETS, PViTConfig, get_config
-from .heads import ava_training_boxes, pad_per_clip
+from .heads import HeadContext, HeadInput, ava_training_boxes, pad_per_clip
 from .losses import MultiTaskLoss, ava_loss, box_losses, match_boxes, pnr_loss
 from .model import LoadReport, PViT, PViTFeatures, build_model, load_kinetics_pretrained
 from .normalize import KINETICS_MEAN, KINETICS_STD
@@ -54,8 +54,6 @@ from .tasks import (
     TASK_SPECS,
     TASKS,
     TOKEN_TASKS,
-    HeadContext,
-    HeadInput,
     TaskSpec,
     register_task,
     task_names,

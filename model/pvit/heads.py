@@ -10,6 +10,7 @@ for PNR and the person boxes for AVA) and live in ``PViT.downstream``.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -17,8 +18,35 @@ import torch.nn.functional as F
 from torchvision.ops import box_iou, roi_align
 
 from .backbone import Features, resize_grid
+from .config import PViTConfig
 
 Size3 = tuple[int, int, int]
+
+
+@dataclass(frozen=True)
+class HeadContext:
+    """What a head factory may size its head by."""
+
+    cfg: PViTConfig
+    dim: int  # channels of the last block: CLS, prompts and last-stage patch tokens
+    tap_channels: tuple[int, ...]  # channels of the blocks tapped for dense heads (cfg.taps)
+    tap_strides: tuple[tuple[int, int], ...]  # (time, space) stride of each tapped block
+    real: bool = False  # the head of a real-world prompt (``real_<task>``, §A.2), not the synthetic one
+
+
+@dataclass(frozen=True)
+class HeadInput:
+    """What a head call may read: the encoder's features, the task's token, the label size, AVA's boxes."""
+
+    feats: Features
+    token: torch.Tensor | None  # the task token (its prompt group's mean, or CLS in mt); None if it has none
+    label_size: tuple[int, int, int]  # (T, h, w) of the label maps
+    boxes: torch.Tensor | None = None  # ``(B, P, 4)`` person boxes, NaN rows padding (``forward``'s)
+
+
+def call_token_head(head: nn.Module, x: HeadInput) -> dict[str, torch.Tensor]:
+    """How dense and token heads are called: ``head(task token, features, label size)``."""
+    return head(x.token, x.feats, x.label_size)
 
 
 def _resize_time(x: torch.Tensor, frames: int) -> torch.Tensor:

@@ -10,8 +10,9 @@ import torch.nn as nn
 
 from .backbone import Features, PromptMViT, spatial_stride_until
 from .config import REAL_PREFIX, PViTConfig, get_config, resolve_tasks
+from .heads import HeadContext, HeadInput, call_token_head
 from .registry import BUILTIN_TASKS  # noqa: F401 - fills the task table the model builds its heads from
-from .tasks import SYNTHETIC_TASKS, TASK_SPECS, HeadContext, HeadInput
+from .tasks import SYNTHETIC_TASKS, TASK_SPECS
 
 
 class PViT(nn.Module):
@@ -128,7 +129,7 @@ class PViT(nn.Module):
             for name, head in heads.items():
                 spec = TASK_SPECS[name.removeprefix(prefix)]
                 x = HeadInput(feats, feats.task_tokens.get(name), label_size, boxes)
-                out = spec.call(head, x)
+                out = (spec.call or call_token_head)(head, x)
                 preds.update({prefix + key: value for key, value in out.items()})  # boxes -> real_boxes
         return preds
 

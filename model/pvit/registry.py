@@ -15,7 +15,18 @@ import torch
 import torch.nn as nn
 
 from .backbone import spatial_stride_until
-from .heads import AvaHead, BoxHead, DenseHead, OsccHead, PnrHead, PoseHead, depth_map, unit_normals
+from .heads import (
+    AvaHead,
+    BoxHead,
+    DenseHead,
+    HeadContext,
+    HeadInput,
+    OsccHead,
+    PnrHead,
+    PoseHead,
+    depth_map,
+    unit_normals,
+)
 from .losses import (
     MultiTaskLoss,
     action_loss,
@@ -35,9 +46,7 @@ from .losses import (
 )
 from .tasks import (
     CountFn,
-    HeadContext,
     HeadFactory,
-    HeadInput,
     TaskSpec,
     default_loss_weights,
     register_task,

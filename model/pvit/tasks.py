@@ -7,17 +7,11 @@ Column ``i`` of the trainer's ``mask`` tensor ``[B, len(TASKS)]`` is the availab
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # the table only names these types; pvit.config imports this module
-    import torch
-    import torch.nn as nn
-
-    from .backbone import Features
-    from .config import PViTConfig
-    from .losses import MultiTaskLoss
+import torch
+import torch.nn as nn
 
 TASKS: tuple[str, ...] = ("action", "depth", "normal", "segm", "pose3d", "boxes", "oscc", "pnr", "ava")
 SYNTHETIC_TASKS: tuple[str, ...] = TASKS[1:6]
@@ -42,45 +36,18 @@ _BUILTIN_KINDS: dict[str, tuple[str, ...]] = {
     "downstream": DOWNSTREAM_TASKS,
 }
 
-# A head factory gets the config and the backbone's dims; a head call maps (head, inputs) to predictions; a
-# loss maps (predictions, targets, rows, criterion) to a scalar, the criterion (``MultiTaskLoss``) carrying
-# the loss options (max depth, box matching, label smoothing).
-HeadFactory = Callable[["HeadContext"], "nn.Module"]
-HeadCall = Callable[["nn.Module", "HeadInput"], dict[str, "torch.Tensor"]]
-LossFn = Callable[
-    [Mapping[str, "torch.Tensor"], Mapping[str, "torch.Tensor"], "torch.Tensor", "MultiTaskLoss"],
-    "torch.Tensor",
-]
-# A count maps (targets, rows, criterion) to each loss term's number of valid elements ({"": n} for a loss
-# of one term; {"l1": .., "giou": ..} for several), from the targets alone: the divisors a whole batch gives
-# its micro-batches under gradient accumulation. The loss reads them back with ``criterion.count(term)``.
-CountFn = Callable[[Mapping[str, "torch.Tensor"], "torch.Tensor", "MultiTaskLoss"], dict[str, "torch.Tensor"]]
-
-
-@dataclass(frozen=True)
-class HeadContext:
-    """What a head factory may size its head by."""
-
-    cfg: PViTConfig
-    dim: int  # channels of the last block: CLS, prompts and last-stage patch tokens
-    tap_channels: tuple[int, ...]  # channels of the blocks tapped for dense heads (cfg.taps)
-    tap_strides: tuple[tuple[int, int], ...]  # (time, space) stride of each tapped block
-    real: bool = False  # the head of a real-world prompt (``real_<task>``, §A.2), not the synthetic one
-
-
-@dataclass(frozen=True)
-class HeadInput:
-    """What a head call may read: the encoder's features, the task's token, the label size, AVA's boxes."""
-
-    feats: Features
-    token: torch.Tensor | None  # the task token (its prompt group's mean, or CLS in mt); None if it has none
-    label_size: tuple[int, int, int]  # (T, h, w) of the label maps
-    boxes: torch.Tensor | None = None  # ``(B, P, 4)`` person boxes, NaN rows padding (``forward``'s)
-
-
-def call_token_head(head: nn.Module, x: HeadInput) -> dict[str, torch.Tensor]:
-    """How dense and token heads are called: ``head(task token, features, label size)``."""
-    return head(x.token, x.feats, x.label_size)
+# The table's callables (written out in ``pvit.registry``): a head factory maps a ``pvit.heads.HeadContext``
+# (the config and the backbone's dims) to a module; a head call maps (head, ``pvit.heads.HeadInput``) to
+# predictions (None: ``pvit.heads.call_token_head``); a loss maps (predictions, targets, rows, criterion) to a
+# scalar, the criterion (``MultiTaskLoss``) carrying the loss options (max depth, box matching, smoothing); a
+# count maps (targets, rows, criterion) to each loss term's number of valid elements ({"": n} for a loss of
+# one term; {"l1": .., "giou": ..} for several), from the targets alone: the divisors a whole batch gives its
+# micro-batches under gradient accumulation, read back with ``criterion.count(term)``. Their argument types
+# are named here, not imported: the model, heads and losses all read this table, so it imports none of them.
+HeadFactory = Callable[..., "nn.Module"]  # (HeadContext) -> nn.Module
+HeadCall = Callable[..., dict[str, "torch.Tensor"]]  # (nn.Module, HeadInput) -> predictions
+LossFn = Callable[..., "torch.Tensor"]  # (predictions, targets, rows, MultiTaskLoss) -> scalar
+CountFn = Callable[..., dict[str, "torch.Tensor"]]  # (targets, rows, MultiTaskLoss) -> {term: count}
 
 
 @dataclass(frozen=True)
@@ -101,7 +68,7 @@ class TaskSpec:
     loss: LossFn
     weight: float = 1.0  # default loss weight (lambda)
     head: HeadFactory | None = None
-    call: HeadCall = call_token_head
+    call: HeadCall | None = None  # None: call_token_head(head, inputs)
     pred_keys: tuple[str, ...] = ()  # default (name,)
     target_keys: tuple[str, ...] = ()  # default (name,)
     column: int = -1  # default TASK_INDEX[name]
