@@ -12,7 +12,8 @@ The sidecar is written first and the `.pt` last: a `.pt` is the commit of its st
 the two leaves an orphan sidecar (removed at the next start), never a checkpoint without its sidecar.
 
 `--resume` refuses a checkpoint whose run-defining settings differ from this run's (one line naming the
-setting); only the settings in `CHANGEABLE` (logging, evaluation, loader workers, paths) may change on resume.
+setting); only the settings in `CHANGEABLE` (logging, evaluation, loader workers, where the shards are read
+from, how the model runs) may change on resume.
 """
 
 from __future__ import annotations
@@ -39,8 +40,9 @@ _NAME = re.compile(r"^step_(\d{8})\.pt$")
 FORMAT = 2  # 2: weights-only safe (numpy RNG as a tensor), config and model config inside
 # Settings a resumed run may change: how a run is watched, evaluated and fed, never what it trains.
 CHANGEABLE = ("log.", "eval.", "data.workers", "data.verify_shards", "data.shards", "data.storage_options",
-              "data.cache_dir", "data.cache_limit", "out", "resume",
-              "stop_after", "recipe", "extra", "device", "compile")  # fmt: skip
+              "data.cache_dir", "data.cache_limit", "model.attention", "model.pool_impl",
+              "model.act_checkpoint", "out", "resume", "stop_after", "recipe", "extra", "device",
+              "compile")  # fmt: skip
 REQUIRED = ("format", "model", "optimizer", "scheduler", "scaler", "step", "rng", "world", "config")
 
 
@@ -245,7 +247,8 @@ def refuse_other_settings(path: Path, state: dict, run: Run) -> None:
         raise CheckpointError(
             f"--resume {path}: it was trained with {flag(name.rpartition('.')[2])} {theirs.get(name)!r}, "
             f"this run asks for {value!r}; resume with the same setting or start afresh (a new --out). "
-            "Only logging, evaluation, --workers, --verify-shards, --shards, --device, --compile may change"
+            "Only logging, evaluation, where the shards are read from, --workers, --device, --compile and "
+            "how the model runs (--attention, --pool-impl, --act-checkpoint) may change"
         )
     for name, config_hash in run.source_hashes().items():
         if state["sources"].get(name) not in (None, config_hash):

@@ -59,6 +59,10 @@ class ModelConfig:
     num_classes: int = 0  # action classes; 0 = max label in the real manifests + 1
     pretrained: str = ""  # "k400" (torchvision K400 mvit_v2_s via torch hub) or a state dict path; "" = none
     init_from: str = ""  # a checkpoint of this trainer whose backbone (only) initialises this run (stage 2)
+    # How the model runs (same weights): pvit.config describes each choice; `python -m pvit.bench` times them.
+    attention: str = "auto"  # auto (folded on CUDA, sdpa on CPU) | sdpa | folded | flex | explicit
+    pool_impl: str = "auto"  # auto (channels_last on CUDA, conv on CPU) | conv | channels_last | shifts
+    act_checkpoint: bool = False  # recompute each block's activations in backward: less memory, more time
 
     def __post_init__(self) -> None:
         self.tasks = _resolved_tasks(self.tasks)
@@ -77,6 +81,9 @@ class ModelConfig:
         chosen = {"tasks": self.tasks} if self.tasks else {}
         return {
             "mode": self.mode,
+            "attention": self.attention,
+            "pool_impl": self.pool_impl,
+            "act_checkpoint": self.act_checkpoint,
             "prompts_per_task": self.prompts_per_task,
             "one_prompt": self.one_prompt,
             "freeze_backbone": self.freeze_backbone,

@@ -125,3 +125,14 @@ def test_real_boxes_are_scored_at_evaluation(shards_dir: Path, tmp_path: Path) -
     assert 0.0 <= iou <= 1.0 and "real/procedural/top1" in out["eval"]
     plain = main(train_args(shards_dir, tmp_path / "plain", "--steps", "1"))
     assert "real/procedural/real_box_iou" not in plain["eval"]  # only a model with the head is scored
+
+
+def test_how_the_model_runs_reaches_it(shards_dir: Path, tmp_path: Path) -> None:
+    """--attention, --pool-impl and --act-checkpoint go with the model section to pvit.build_model."""
+    flags = ["--attention", "explicit", "--pool-impl", "shifts", "--act-checkpoint"]
+    model = prepare(parse_config(train_args(shards_dir, tmp_path, *flags)), setup("cpu")).model
+    cfg = model.cfg
+    assert (cfg.attention, cfg.pool_impl, cfg.act_checkpoint) == ("explicit", "shifts", True)
+    assert model.backbone.grad_checkpointing
+    with pytest.raises(ValueError, match="^model: attention 'fast' not in"):
+        parse_config(train_args(shards_dir, tmp_path, "--attention", "fast"))
