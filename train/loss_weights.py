@@ -47,6 +47,10 @@ def equal_scale_weights(means: dict[str, float]) -> dict[str, float]:
 
 def calibrate(run: Run, batches: int) -> dict[str, float]:
     """Set `run.loss_fn.weights` to the equal-scale lambdas of the first `batches` batches; return them."""
-    weights = equal_scale_weights(mean_losses(run, batches))
+    # The calibration's loader draws its base seed from torch's generator, which dropout and stochastic
+    # depth use in training: fork it, so the run trains as it would have without the calibration.
+    devices = [run.dist.device.index or 0] if run.dist.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        weights = equal_scale_weights(mean_losses(run, batches))
     run.loss_fn.weights = {**run.loss_fn.weights, **weights}
     return weights

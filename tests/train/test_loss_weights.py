@@ -50,6 +50,15 @@ def test_a_calibration_on_a_fixed_batch_gives_the_expected_lambdas(shards_dir: P
     assert run.loss_fn.weights["depth"] == weights["depth"] and run.model.training
 
 
+def test_calibrating_draws_nothing_from_the_runs_random_state(shards_dir: Path, tmp_path: Path) -> None:
+    """Dropout and stochastic depth (the mvit_v2_s preset has both) draw from torch's global generator: a
+    calibration that drew from it too would change the training that follows."""
+    run = prepare(parse_config(train_args(shards_dir, tmp_path, *EQUAL, "--workers", "1")), setup("cpu"))
+    state = torch.get_rng_state()
+    calibrate(run, batches=2)
+    assert torch.equal(torch.get_rng_state(), state)
+
+
 @pytest.mark.slow  # multi-process or several runs: the second CI step runs it
 def test_equal_weights_are_recorded_and_restored_on_resume(shards_dir: Path, tmp_path: Path, capsys) -> None:
     steps = ["--steps", "4", "--save-every", "2"]
@@ -70,3 +79,17 @@ def test_equal_weights_are_recorded_and_restored_on_resume(shards_dir: Path, tmp
 def test_the_paper_rule_keeps_the_papers_lambdas(shards_dir: Path, tmp_path: Path) -> None:
     out = main(train_args(shards_dir, tmp_path, "--steps", "1", "--loss-weights", "depth=0.05"))
     assert out["loss_weights"]["depth"] == 0.05 and out["loss_weights"]["pose3d"] == 3.0  # paper §C otherwise
+
+
+def test_calibrating_leaves_the_training_trajectory_alone(shards_dir: Path, tmp_path: Path) -> None:
+    """The calibration reads its own batches with the model in eval mode: it must not draw from the run's
+    random state or stream. With only the action loss (lambda 1 under both rules) the weights come out equal
+    bit for bit, so an `equal` table row differs from its `paper` twin by the lambdas alone."""
+    plain = ["--mode", "plain", "--steps", "2"]
+    for rule in (["--loss-weights", "paper"], EQUAL):
+        main(train_args(shards_dir, tmp_path / rule[1], *plain, *rule))
+    weights = [
+        torch.load(tmp_path / rule / "checkpoints" / "step_00000002.pt", weights_only=True)["model"]
+        for rule in ("paper", "equal")
+    ]
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
