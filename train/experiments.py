@@ -497,6 +497,7 @@ def results_markdown(plan: Plan, results: dict[str, list[dict]], curves: str) ->
     ]
     if table.note:
         lines += ["", table.note]
+    lines += loss_weight_lines(table.rows, results)
     lines += [
         "",
         f"Command: `{plan.command}`",
@@ -506,6 +507,29 @@ def results_markdown(plan: Plan, results: dict[str, list[dict]], curves: str) ->
     ]
     lines += [f"![training curves, seed 0 of each row]({curves})", ""] if curves else []
     return "\n".join(lines)
+
+
+def loss_weight_lines(rows: tuple[Row, ...], results: dict[str, list[dict]]) -> list[str]:
+    """The lambdas each row trained with, mean over its seeds (`--loss-weights equal` calibrates them per
+    run, so they differ a little from seed to seed); a task a row does not train is blank."""
+    tasks: list[str] = []
+    for runs in results.values():
+        for run in runs:
+            tasks += [task for task in run.get("loss_weights") or {} if task not in tasks]
+    if not tasks:
+        return []
+    lines = ["", "Loss weights (λ) each row trained with, mean over its seeds:", ""]
+    lines += ["| row | " + " | ".join(tasks) + " |", "|---|" + "---|" * len(tasks)]
+    for row in rows:
+        weights = [run["loss_weights"] for run in results.get(row.name, []) if run.get("loss_weights")]
+        if weights:
+            cells = [_mean_weight([w[task] for w in weights if task in w]) for task in tasks]
+            lines.append(f"| {row.name} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _mean_weight(values: list[float]) -> str:
+    return f"{statistics.fmean(values):.3g}" if values else ""
 
 
 def draw_curves(plan: Plan) -> tuple[str, str]:

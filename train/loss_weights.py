@@ -54,3 +54,11 @@ def calibrate(run: Run, batches: int) -> dict[str, float]:
         weights = equal_scale_weights(mean_losses(run, batches))
     run.loss_fn.weights = {**run.loss_fn.weights, **weights}
     return weights
+
+
+def trained_weights(run: Run) -> dict[str, float]:
+    """The lambdas of the losses this run trains (the CLS action loss when a real source classifies, each
+    head's), for the record: the loss's table holds a default for every task, trained or not."""
+    classifies = any("action" in source.tasks for source in run.sources.get("real", []))
+    heads = [*run.model.heads, *run.model.real_heads, *run.model.downstream]
+    return {name: run.loss_fn.weight(name) for name in ([REFERENCE] if classifies else []) + heads}

@@ -31,7 +31,7 @@ from train.data import MixedBatches, make_loader, merge, to_device
 from train.distributed import setup, teardown
 from train.evaluate import evaluate
 from train.logger import Meter, MetricLogger, NullLogger, Progress, print0
-from train.loss_weights import calibrate
+from train.loss_weights import calibrate, trained_weights
 from train.optim import FiniteGuard
 from train.realaug import BatchAugment, action_rows, batch_seed
 from train.scorers import ava_annotation_files
@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> dict:
         out = train(run, args)
         out["wall_seconds"] = time.perf_counter() - started
         out["num_classes"] = run.model.cfg.num_classes
-        out["loss_weights"] = dict(run.loss_fn.weights)
+        out["loss_weights"] = trained_weights(run)
         report_final(run, out)
         return out
     finally:

@@ -327,10 +327,14 @@ class MultiTaskLoss(nn.Module):
                 continue
             self._scoring = name
             losses[name] = spec.loss(own, targets, self._rows(spec, name, targets), self)
-            # §A.2 gives a real head no lambda: the synthetic task's, unless weights name it ("real_boxes").
-            total = total + self.weights.get(name, self.weights.get(spec.name, 1.0)) * losses[name]
+            total = total + self.weight(name) * losses[name]
         self._counts, self._scoring = {}, ""
         return total, losses
+
+    def weight(self, name: str) -> float:
+        """The lambda of loss ``name``. §A.2 gives a real head no lambda of its own: ``real_boxes`` takes
+        ``boxes``'s unless the weights name it."""
+        return self.weights.get(name, self.weights.get(name.removeprefix(REAL_PREFIX), 1.0))
 
     def _entries(self, predictions: Mapping[str, torch.Tensor]) -> Iterator[tuple[TaskSpec, str, Mapping]]:
         """(entry, loss name, its predictions under the entry's keys) of every predicted task: the table's

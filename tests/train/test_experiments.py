@@ -44,8 +44,11 @@ def count_trainer_calls(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
 
 
 def table_lines(text: str) -> dict[str, list[str]]:
-    """Row name -> the cells of its line in results.md's markdown table."""
-    rows = [line.strip("|").split("|") for line in text.splitlines() if line.startswith("| ")]
+    """Row name -> the cells of its line in results.md's first markdown table (the results; λ follow)."""
+    first_table = text.split("\n\n| row |")[1].split("\n\n")[0]
+    rows = [
+        line.strip("|").split("|") for line in ("| row |" + first_table).splitlines() if line.startswith("| ")
+    ]
     return {cells[0].strip(): [c.strip() for c in cells] for cells in rows[1:]}  # rows[0] is the header
 
 
@@ -96,6 +99,21 @@ def test_table_rows_switch_what_they_name(tmp_path: Path) -> None:
     assert "only one synthetic source" in TABLES["table6"]("toy").note
 
 
+def test_results_show_the_lambdas_each_row_trained_with() -> None:
+    rows = (Row("plain", "MViTv2", ("--mode", "plain")), Row("pvit", "PViT", ("--mode", "pvit")))
+    results = {
+        "plain": [{"loss_weights": {"action": 1.0}}] * 2,
+        "pvit": [
+            {"loss_weights": {"action": 1.0, "depth": 0.04}},
+            {"loss_weights": {"action": 1.0, "depth": 0.05}},
+        ],
+    }
+    lines = experiments.loss_weight_lines(rows, results)
+    assert "| row | action | depth |" in lines
+    assert "| plain | 1 |  |" in lines and "| pvit | 1 | 0.045 |" in lines  # the mean over seeds
+    assert experiments.loss_weight_lines(rows, {"plain": [{"top1": 1.0}]}) == []  # runs that recorded none
+
+
 @pytest.mark.slow  # multi-process or several runs: the second CI step runs it
 def test_runner_writes_results_md_and_a_second_run_trains_nothing(
     shards_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -120,6 +138,9 @@ def test_runner_writes_results_md_and_a_second_run_trains_nothing(
         expected = f"{statistics.fmean(top1):.1f} ± {statistics.stdev(top1):.1f}"
         assert cells[2] == expected and " ± " in cells[3] and cells[4] == "2", cells
     assert lines["plain"][5] == "63.3" and lines["pvit"][5] == "–"
+    assert (
+        "| plain | 1 |  |" in text and "| pvit | 1 | 0.05 | 0.5 |" in text
+    )  # λ: the recipe's depth, paper's normal
     assert "python -m train.experiments tiny --shards" in text and "Date: " in text
     assert (out / "curves.png").stat().st_size > 0 and "](curves.png)" in text
     # the seeds differ: the runner passed each its own --seed and --out

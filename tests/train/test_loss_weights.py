@@ -66,7 +66,8 @@ def test_equal_weights_are_recorded_and_restored_on_resume(shards_dir: Path, tmp
     assert "loss weights (equal scales, from the first 2 batches): action 1, depth" in capsys.readouterr().out
     main(train_args(shards_dir, tmp_path / "resumed", *steps, *EQUAL, "--stop-after", "3"))  # saved at 2
     sidecar = json.loads((tmp_path / "resumed" / "checkpoints" / "step_00000002.json").read_text())
-    assert sidecar["loss_weights"] == pytest.approx(straight["loss_weights"])
+    trained = straight["loss_weights"]
+    assert {task: sidecar["loss_weights"][task] for task in trained} == pytest.approx(trained)
     resumed = main(train_args(shards_dir, tmp_path / "resumed", *steps, *EQUAL, "--resume", "latest"))
     assert resumed["loss_weights"] == straight["loss_weights"]  # restored, not calibrated on the step-2 model
     weights = [
@@ -79,6 +80,23 @@ def test_equal_weights_are_recorded_and_restored_on_resume(shards_dir: Path, tmp
 def test_the_paper_rule_keeps_the_papers_lambdas(shards_dir: Path, tmp_path: Path) -> None:
     out = main(train_args(shards_dir, tmp_path, "--steps", "1", "--loss-weights", "depth=0.05"))
     assert out["loss_weights"]["depth"] == 0.05 and out["loss_weights"]["pose3d"] == 3.0  # paper §C otherwise
+    assert set(out["loss_weights"]) == {
+        "action",
+        "depth",
+        "normal",
+        "segm",
+        "pose3d",
+        "boxes",
+    }  # trained ones
+
+
+def test_the_record_names_the_losses_a_run_trains(shards_dir: Path, tmp_path: Path) -> None:
+    plain = main(train_args(shards_dir, tmp_path / "plain", "--steps", "1", "--mode", "plain"))
+    assert plain["loss_weights"] == {"action": 1.0}
+    real = main(train_args(shards_dir, tmp_path / "real", "--steps", "1", "--real-tasks", "boxes"))
+    assert (
+        real["loss_weights"]["real_boxes"] == real["loss_weights"]["boxes"] == 0.1
+    )  # §A.2: the task's lambda
 
 
 def test_calibrating_leaves_the_training_trajectory_alone(shards_dir: Path, tmp_path: Path) -> None:
