@@ -29,6 +29,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from pipeline.fileio import OneLineParser, atomic_write_text, first_line
+from pipeline.schema import TASKS
 from pipeline.storage import is_url
 
 RECIPES = Path(__file__).resolve().parent / "recipes"
@@ -512,12 +513,12 @@ def results_markdown(plan: Plan, results: dict[str, list[dict]], curves: str) ->
 def loss_weight_lines(rows: tuple[Row, ...], results: dict[str, list[dict]]) -> list[str]:
     """The lambdas each row trained with, mean over its seeds (`--loss-weights equal` calibrates them per
     run, so they differ a little from seed to seed); a task a row does not train is blank."""
-    tasks: list[str] = []
-    for runs in results.values():
-        for run in runs:
-            tasks += [task for task in run.get("loss_weights") or {} if task not in tasks]
-    if not tasks:
+    named = {task for runs in results.values() for run in runs for task in run.get("loss_weights") or {}}
+    if not named:
         return []
+    # The schema's task order (real_boxes beside boxes), whatever order a final.json kept them in.
+    order = {task: i for i, task in enumerate(TASKS)}
+    tasks = sorted(named, key=lambda task: (order.get(task.removeprefix("real_"), len(order)), task))
     lines = ["", "Loss weights (λ) each row trained with, mean over its seeds:", ""]
     lines += ["| row | " + " | ".join(tasks) + " |", "|---|" + "---|" * len(tasks)]
     for row in rows:

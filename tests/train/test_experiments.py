@@ -104,7 +104,7 @@ def test_results_show_the_lambdas_each_row_trained_with() -> None:
     results = {
         "plain": [{"loss_weights": {"action": 1.0}}] * 2,
         "pvit": [
-            {"loss_weights": {"action": 1.0, "depth": 0.04}},
+            {"loss_weights": {"depth": 0.04, "action": 1.0}},  # final.json keeps its keys sorted
             {"loss_weights": {"action": 1.0, "depth": 0.05}},
         ],
     }
