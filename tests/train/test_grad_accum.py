@@ -72,9 +72,9 @@ def test_four_micro_batches_give_the_gradient_of_the_whole_batch(procedural_buil
     assert set(micro_grads) == set(whole_grads)
     # Float sums in another order differ by rounding on the scale of the largest gradient, not of each
     # element: some tensors' true gradient is zero (a key-pooling norm's bias shifts every logit of a query
-    # alike) and holds only rounding noise. Measured on an Intel Xeon (AVX-512), 1 and 2 threads, ATen
-    # default/AVX2 and oneDNN AVX2/all: every element within 3.3e-7 x the largest; the mean-of-means control
-    # is 3.0 x off.
+    # alike) and holds only rounding noise. Measured on an Intel Xeon, 1 and 2 threads, ATen native
+    # (AVX-512), AVX2 and scalar kernels: every element within 3.3e-7 x the largest; the mean-of-means
+    # control is 3.0 x off.
     scale = max(float(grad.abs().max()) for grad in whole_grads.values())
     for name, grad in whole_grads.items():
         torch.testing.assert_close(micro_grads[name], grad, rtol=1e-4, atol=1e-5 * scale, msg=name)
