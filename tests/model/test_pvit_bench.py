@@ -102,8 +102,10 @@ def test_conv_backward_flops_count_groups(groups: int) -> None:
 
 @pytest.mark.slow
 def test_bench_compiles_on_cpu() -> None:
-    rows = main([*TINY, "--compile"])
-    assert len(rows) == 4 and all(r["seconds"] > 0 for r in rows)
+    # The full model (prompts, every head and loss) and plain, the baseline every bench run measures: each
+    # case is a separate inductor compile of a minute or more on a cold cache, by the same code path.
+    rows = main([*TINY, "--compile", "--cases", "full"])
+    assert len(rows) == 2 and rows[0]["name"] == "plain" and all(r["seconds"] > 0 for r in rows)
 
 
 @pytest.mark.gpu

@@ -325,11 +325,42 @@ def _table_without_date(path: Path) -> str:
     )
 
 
+def _table1_command(shards: Path, out: Path) -> list[str]:
+    argv = [
+        "table1",
+        "--shards",
+        str(shards),
+        "--out",
+        str(out),
+        "--seeds",
+        "1",
+        "--steps",
+        "2",
+        "--",
+        *SMALL,
+    ]
+    return [sys.executable, "-m", "train.experiments", *argv]
+
+
+def _run_table1(shards: Path, out: Path) -> Path:
+    import subprocess
+
+    done = subprocess.run(_table1_command(shards, out), capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return out / "results.md"
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_table1(procedural_build: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The table every killed trial must come back to, run once for all of them."""
+    return _table_without_date(_run_table1(procedural_build.parent, tmp_path_factory.mktemp("straight")))
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(1200)
 @pytest.mark.parametrize("trial", range(3))
 def test_a_killed_table_run_resumes_to_the_uninterrupted_results(
-    procedural_build: Path, tmp_path: Path, trial: int
+    procedural_build: Path, uninterrupted_table1: str, tmp_path: Path, trial: int
 ) -> None:
     """`python -m train.experiments table1 --steps 2`, SIGKILLed at a seeded point in its rows, run again:
     its results.md equals an uninterrupted run's (apart from the date and the --out in the command)."""
@@ -339,29 +370,11 @@ def test_a_killed_table_run_resumes_to_the_uninterrupted_results(
     import subprocess
     import time
 
-    shards = procedural_build.parent
-
-    def command(out: Path) -> list[str]:
-        argv = [
-            "table1",
-            "--shards",
-            str(shards),
-            "--out",
-            str(out),
-            "--seeds",
-            "1",
-            "--steps",
-            "2",
-            "--",
-            *SMALL,
-        ]
-        return [sys.executable, "-m", "train.experiments", *argv]
-
-    killed = tmp_path / "killed"
-    process = subprocess.Popen(command(killed), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                               start_new_session=True)  # fmt: skip
     from tests.train.test_sigkill import wait_for
 
+    shards, killed = procedural_build.parent, tmp_path / "killed"
+    process = subprocess.Popen(_table1_command(shards, killed), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, start_new_session=True)  # fmt: skip
     # The kill lands at a seeded event, not a seeded time: on a fast machine the rows after the first
     # finish in seconds, so a timer could miss the table. Every event here still leaves a row to run.
     draw = random.Random(trial)
@@ -372,9 +385,4 @@ def test_a_killed_table_run_resumes_to_the_uninterrupted_results(
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
     assert not (killed / "results.md").exists(), "the kill must land before the table is finished"
-    for out in (killed, tmp_path / "straight"):
-        done = subprocess.run(command(out), capture_output=True, text=True, timeout=900)
-        assert done.returncode == 0, done.stderr[-2000:]
-    assert _table_without_date(killed / "results.md") == _table_without_date(
-        tmp_path / "straight" / "results.md"
-    )
+    assert _table_without_date(_run_table1(shards, killed)) == uninterrupted_table1
