@@ -97,10 +97,10 @@ def open_streams(cfg: TrainConfig, d: Dist) -> tuple[Sources, dict[str, list[flo
 def build_model(cfg: TrainConfig, sources: Sources, geometry: dict) -> pvit.PViT:
     """The model section, whole, with the sizes the opened sources give (label spaces, frames, classes)."""
     real = sources["real"]
-    classifies = any("action" in s.tasks for s in real)  # Ego4D/AVA alone: a 1-way action head, never trained
     model = pvit.build_model(
         cfg.model.preset,
-        num_classes=num_action_classes(real, cfg.model.num_classes) if classifies else 1,
+        # Ego4D/AVA alone: a 1-way action head, never trained
+        num_classes=num_action_classes(real, cfg.model.num_classes) if classifies(real) else 1,
         num_seg_classes=_classes(geometry.get("segm_space")),
         num_box_classes=_classes(geometry.get("box_space")),
         num_box_slots=geometry["max_objects"],
@@ -112,6 +112,11 @@ def build_model(cfg: TrainConfig, sources: Sources, geometry: dict) -> pvit.PViT
     if cfg.model.pretrained:
         pvit.load_pretrained(model, cfg.model.pretrained)  # a name ("k400", torch hub cache) or a path
     return model
+
+
+def classifies(real: list[SourceData]) -> bool:
+    """Whether the CLS action loss trains: some real source carries action labels."""
+    return any("action" in source.tasks for source in real)
 
 
 def _classes(space: str | None) -> int:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from train.assemble import Run
+from train.assemble import Run, classifies
 from train.data import MixedBatches, make_loader, merge, to_device
 from train.distributed import mean_over_ranks
 
@@ -59,6 +59,6 @@ def calibrate(run: Run, batches: int) -> dict[str, float]:
 def trained_weights(run: Run) -> dict[str, float]:
     """The lambdas of the losses this run trains (the CLS action loss when a real source classifies, each
     head's), for the record: the loss's table holds a default for every task, trained or not."""
-    classifies = any("action" in source.tasks for source in run.sources.get("real", []))
+    action = [REFERENCE] if classifies(run.sources.get("real", [])) else []
     heads = [*run.model.heads, *run.model.real_heads, *run.model.downstream]
-    return {name: run.loss_fn.weight(name) for name in ([REFERENCE] if classifies else []) + heads}
+    return {name: run.loss_fn.weight(name) for name in action + heads}

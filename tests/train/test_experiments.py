@@ -138,9 +138,8 @@ def test_runner_writes_results_md_and_a_second_run_trains_nothing(
         expected = f"{statistics.fmean(top1):.1f} ± {statistics.stdev(top1):.1f}"
         assert cells[2] == expected and " ± " in cells[3] and cells[4] == "2", cells
     assert lines["plain"][5] == "63.3" and lines["pvit"][5] == "–"
-    assert (
-        "| plain | 1 |  |" in text and "| pvit | 1 | 0.05 | 0.5 |" in text
-    )  # λ: the recipe's depth, paper's normal
+    # λ: plain trains the action loss alone; pvit has the toy recipe's depth and the paper's normal
+    assert "| plain | 1 |  |" in text and "| pvit | 1 | 0.05 | 0.5 |" in text
     assert "python -m train.experiments tiny --shards" in text and "Date: " in text
     assert (out / "curves.png").stat().st_size > 0 and "](curves.png)" in text
     # the seeds differ: the runner passed each its own --seed and --out

@@ -80,29 +80,23 @@ def test_equal_weights_are_recorded_and_restored_on_resume(shards_dir: Path, tmp
 def test_the_paper_rule_keeps_the_papers_lambdas(shards_dir: Path, tmp_path: Path) -> None:
     out = main(train_args(shards_dir, tmp_path, "--steps", "1", "--loss-weights", "depth=0.05"))
     assert out["loss_weights"]["depth"] == 0.05 and out["loss_weights"]["pose3d"] == 3.0  # paper §C otherwise
-    assert set(out["loss_weights"]) == {
-        "action",
-        "depth",
-        "normal",
-        "segm",
-        "pose3d",
-        "boxes",
-    }  # trained ones
+    trained = {"action", "depth", "normal", "segm", "pose3d", "boxes"}
+    assert set(out["loss_weights"]) == trained  # only the losses the run trains are recorded
 
 
 def test_the_record_names_the_losses_a_run_trains(shards_dir: Path, tmp_path: Path) -> None:
     plain = main(train_args(shards_dir, tmp_path / "plain", "--steps", "1", "--mode", "plain"))
     assert plain["loss_weights"] == {"action": 1.0}
     real = main(train_args(shards_dir, tmp_path / "real", "--steps", "1", "--real-tasks", "boxes"))
-    assert (
-        real["loss_weights"]["real_boxes"] == real["loss_weights"]["boxes"] == 0.1
-    )  # §A.2: the task's lambda
+    weights = real["loss_weights"]
+    assert weights["real_boxes"] == weights["boxes"] == 0.1  # §A.2: a real head takes its task's lambda
 
 
 def test_calibrating_leaves_the_training_trajectory_alone(shards_dir: Path, tmp_path: Path) -> None:
-    """The calibration reads its own batches with the model in eval mode: it must not draw from the run's
-    random state or stream. With only the action loss (lambda 1 under both rules) the weights come out equal
-    bit for bit, so an `equal` table row differs from its `paper` twin by the lambdas alone."""
+    """The calibration reads its own batches with the model in eval mode: the run's stream and model are
+    as they were (its random state: the test above). With only the action loss (lambda 1 under both rules)
+    the weights come out equal bit for bit, so an `equal` table row differs from its `paper` twin by the
+    lambdas alone."""
     plain = ["--mode", "plain", "--steps", "2"]
     for rule in (["--loss-weights", "paper"], EQUAL):
         main(train_args(shards_dir, tmp_path / rule[1], *plain, *rule))
